@@ -1,0 +1,78 @@
+# reviewpipe: every target depends on setup, so each works on a fresh clone.
+# Paths and the Spark master are overridable:  make ingest DATA_DIR=/big/disk MASTER=spark://host:7077
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eu -o pipefail -c
+PYTHON_BOOT  ?= python3
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+STAMP        := $(VENV)/.setup-stamp
+CONF         ?= conf/pipeline.toml
+MASTER       ?= local[*]
+DATA_DIR     ?= data
+WORK         ?= $(DATA_DIR)/work
+INGEST_OUT   ?= $(WORK)/ingest
+VOCAB_OUT    ?= $(WORK)/vocab
+SHARDS_OUT   ?= $(WORK)/shards
+INPUT        ?=
+SET          ?=
+ZIP          := dist/reviewpipe.zip
+PYTEST_ARGS  ?=
+
+# Jobs run through spark-submit with the package shipped as --py-files; executors use the
+# venv's interpreter (PYSPARK_PYTHON), so pandas/pyarrow are importable there.
+export PYSPARK_PYTHON        := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
+           --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
+JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
+DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
+
+.PHONY: help setup java-check data ingest vocab encode explain run test test-slow bench package clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install pinned dependencies (checks Java 17+)
+
+java-check:
+	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is required by PySpark 4 and was not found. Install it: 'sudo apt-get install -y openjdk-17-jre-headless' (Debian/Ubuntu), 'brew install openjdk@17' (macOS), then make sure 'java' is on PATH or JAVA_HOME is set." >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+)(\.[0-9]+)?.*/\1/p'); \
+	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "error: Java $$v found, PySpark 4 needs 17+. Install openjdk-17 ('sudo apt-get install -y openjdk-17-jre-headless') and put it first on PATH." >&2; exit 1; fi
+
+$(STAMP): pyproject.toml | java-check
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,package]"
+	$(PY) -c "import pyspark, tensorflow, pyarrow, pandas, numpy; print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, '| pandas', pandas.__version__)"
+	touch $@
+
+$(ZIP): $(STAMP) $(shell find lib -name '*.py' 2>/dev/null)
+	@mkdir -p dist
+	@$(PY) -c "import pathlib, zipfile; z = zipfile.ZipFile('$@', 'w', zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to('lib')) for p in sorted(pathlib.Path('lib/reviewpipe').rglob('*.py'))]; z.close()"
+	@echo "built $@"
+
+package: $(ZIP) ## build dist/reviewpipe.zip for spark-submit --py-files
+
+data: $(STAMP) ## find, verify and extract the aclImdb archive (IMDB_ARCHIVE=... to give one)
+	$(PY) jobs/fetch_data.py $(JOBARGS) $(DATAARGS) $(if $(IMDB_ARCHIVE),--archive $(IMDB_ARCHIVE))
+
+ingest: $(STAMP) $(ZIP) ## Spark ingest: INPUT (default: the extracted aclImdb) -> $(INGEST_OUT)
+	$(eval IN := $(or $(INPUT),$(shell $(PY) jobs/fetch_data.py $(JOBARGS) $(DATAARGS) --print-root $(if $(IMDB_ARCHIVE),--archive $(IMDB_ARCHIVE)))))
+	$(SUBMIT) jobs/ingest.py --input '$(IN)' --output $(INGEST_OUT) $(JOBARGS) $(DATAARGS)
+
+run: ingest ## the main job, end to end on local[*] and the default dataset
+	@echo "main job done: reviews in $(INGEST_OUT)/reviews, summary $(INGEST_OUT)/ingest_summary.json"
+
+test: $(STAMP) ## unit + integration tests (real data from ../shared when present)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## the slow marked tests (full-corpus parity)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmarks; results in bench/results/*.json
+	$(PY) bench/bench_ingest.py --conf $(CONF)
+
+clean: ## remove build outputs and pipeline data (not the venv)
+	rm -rf dist build $(WORK) artifacts bench/results spark-warehouse .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,56 @@
+"""Shared argument parsing and exit-code handling for the thin ``jobs/`` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from reviewpipe.config import ConfigError, PipelineConf, load_conf
+
+log = logging.getLogger("reviewpipe")
+
+
+class JobError(RuntimeError):
+    """A job cannot proceed; the message is the one line a scheduler shows."""
+
+
+def job_parser(prog: str, description: str, submit_example: str) -> argparse.ArgumentParser:
+    """A parser with the options every job shares: --conf, --set, --master."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"example:\n  {submit_example}\n\nSettings: see conf/pipeline.toml; "
+               "override any with --set section.key=value.")
+    parser.add_argument("--conf", metavar="FILE", default=None,
+                        help="pipeline TOML (default: built-in defaults, identical to conf/pipeline.toml)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one setting; repeatable")
+    parser.add_argument("--master", default=None,
+                        help="Spark master (default: spark-submit's, else local[*])")
+    return parser
+
+
+def load_job_conf(args: argparse.Namespace) -> PipelineConf:
+    return load_conf(args.conf, args.overrides)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("py4j", "matplotlib", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run a job's ``_main`` and map failures to a non-zero exit code with one line on stderr."""
+    setup_logging()
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except (ConfigError, JobError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,236 @@
+"""Typed pipeline configuration: defaults < ``--conf FILE`` (TOML) < ``--set section.key=value``.
+
+Every setting is a field of a frozen dataclass below.  Loading validates types, choices
+and ranges and raises :class:`ConfigError` naming the bad key before any Spark work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from reviewpipe import constants as C
+
+KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names the key."""
+
+
+def _opt(default: Any, *, choices: Sequence[Any] | None = None, min: float | None = None,
+         max: float | None = None, doc: str = "") -> Any:
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConf:
+    archive: str = _opt("", doc="explicit archive path; IMDB_ARCHIVE and --archive override it")
+    raw_dir: str = _opt("data/raw")
+    mirror_dir: str = _opt("../shared/datasets")
+    url: str = _opt(C.ACLIMDB_URL)
+    extract_dir: str = _opt("data/extracted")
+    checksums: str = _opt("conf/SHA256SUMS")
+    download_timeout_s: int = _opt(60, min=1)
+
+
+@dataclass(frozen=True)
+class IngestConf:
+    val_fraction: float = _opt(0.2, min=0.0, max=0.9)
+    max_text_bytes: int = _opt(1_048_576, min=1)
+    excerpt_bytes: int = _opt(240, min=16, max=65536)
+    default_split: str = _opt(C.TRAIN, choices=(C.TRAIN, C.TEST, C.UNSUP, C.SCORE))
+    csv_text_column: str = _opt("review")
+    csv_label_column: str = _opt("sentiment", doc="'' for an unlabelled CSV")
+    csv_id_column: str = _opt("", doc="'' derives ids from file name and row number")
+    text_column: str = _opt("text", doc="JSONL/Parquet text column")
+    label_column: str = _opt("label", doc="JSONL/Parquet label column; '' for unlabelled")
+    id_column: str = _opt("", doc="JSONL/Parquet id column; '' derives ids from file and row")
+    positive_labels: list = _opt(["positive", "pos", "1", "true"])
+    negative_labels: list = _opt(["negative", "neg", "0", "false"])
+    files_per_partition: int = _opt(2000, min=1, doc="aclImdb files per Spark read partition")
+
+
+@dataclass(frozen=True)
+class TokenizerConf:
+    mode: str = _opt("default", choices=("default", "keras"))
+    lower: bool = _opt(True)
+    filters: str = _opt(KERAS_FILTERS, doc="keras mode: characters replaced by the split char")
+    split: str = _opt(" ", doc="keras mode: the split character (one character)")
+    oov_token: str = _opt("[UNK]", doc="'' disables OOV: unknown words are dropped, as in Keras")
+
+
+@dataclass(frozen=True)
+class VocabConf:
+    splits: list = _opt([C.TRAIN])
+    num_words: int = _opt(20000, min=0, doc="Keras semantics: keep indices < num_words; 0 = all")
+    min_count: int = _opt(1, min=1)
+    max_doc_fraction: float = _opt(1.0, min=0.0, max=1.0)
+    tie_break: str = _opt("first_seen", choices=("first_seen", "token"))
+
+
+@dataclass(frozen=True)
+class EncodeConf:
+    maxlen: int = _opt(400, min=1, max=1_000_000)
+    padding: str = _opt("post", choices=("pre", "post"))
+    truncating: str = _opt("pre", choices=("pre", "post"))
+    row_group_rows: int = _opt(4096, min=64)
+    rows_per_file: int = _opt(16384, min=64)
+    matrix_mode: str = _opt("", choices=("", "binary", "count", "freq", "tfidf"))
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    defaults_file: str = _opt("conf/spark-defaults.conf")
+    app_name: str = _opt("reviewpipe")
+    log_level: str = _opt("WARN", choices=("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"))
+    arrow_batch_rows: int = _opt(2048, min=16)
+
+
+@dataclass(frozen=True)
+class PipelineConf:
+    data: DataConf = field(default_factory=DataConf)
+    ingest: IngestConf = field(default_factory=IngestConf)
+    tokenizer: TokenizerConf = field(default_factory=TokenizerConf)
+    vocab: VocabConf = field(default_factory=VocabConf)
+    encode: EncodeConf = field(default_factory=EncodeConf)
+    spark: SparkConf = field(default_factory=SparkConf)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+
+
+SECTIONS: dict[str, type] = dict(typing.get_type_hints(PipelineConf))
+
+
+def _coerce(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> Any:
+    """Return ``value`` converted to ``ftype`` or raise ConfigError naming ``key``."""
+    if ftype is bool:
+        if isinstance(value, bool):
+            out: Any = value
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            out = value.lower() == "true"
+        else:
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif ftype is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        out = value
+    elif ftype is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        out = float(value)
+    elif ftype is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        out = value
+    elif ftype is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        out = list(value)
+    else:  # pragma: no cover - a new field type needs a branch here
+        raise ConfigError(f"{key}: unsupported setting type {ftype!r}")
+    choices = meta.get("choices")
+    if choices is not None and out not in choices:
+        raise ConfigError(f"{key}: {out!r} is not one of {', '.join(map(repr, choices))}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and out < lo:
+        raise ConfigError(f"{key}: {out!r} is below the minimum {lo}")
+    if hi is not None and out > hi:
+        raise ConfigError(f"{key}: {out!r} is above the maximum {hi}")
+    return out
+
+
+def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{name}.{unknown[0]}: unknown setting; valid keys in [{name}] are "
+            f"{', '.join(sorted(fields))}")
+    kwargs = {k: _coerce(f"{name}.{k}", v, hints[k], fields[k].metadata) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _validate(conf: PipelineConf) -> None:
+    """Cross-field rules that a single field's type cannot express."""
+    bad = [s for s in conf.vocab.splits if s not in C.VOCAB_SPLITS]
+    if bad or not conf.vocab.splits:
+        raise ConfigError(
+            f"vocab.splits: {conf.vocab.splits!r} must name one or more of "
+            f"{', '.join(C.VOCAB_SPLITS)} (val and test are held out and never build the vocabulary)")
+    if len(conf.tokenizer.split) != 1:
+        raise ConfigError(f"tokenizer.split: must be exactly one character, got {conf.tokenizer.split!r}")
+    overlap = {s.lower() for s in conf.ingest.positive_labels} & {s.lower() for s in conf.ingest.negative_labels}
+    if overlap:
+        raise ConfigError(f"ingest.positive_labels: {sorted(overlap)!r} are also negative labels")
+    if conf.tokenizer.oov_token and conf.tokenizer.oov_token.strip() != conf.tokenizer.oov_token:
+        raise ConfigError(f"tokenizer.oov_token: must not have surrounding spaces, got {conf.tokenizer.oov_token!r}")
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """Parse one ``section.key=value`` override; the value is read as TOML, else as a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    dotted, raw = item.split("=", 1)
+    dotted = dotted.strip()
+    if dotted.count(".") != 1:
+        raise ConfigError(f"--set {item!r}: the key must look like section.key")
+    section, key = dotted.split(".")
+    if section not in SECTIONS:
+        raise ConfigError(f"{dotted}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words such as keras or train,unsup
+    return section, key, value
+
+
+def load_conf(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConf:
+    """Load defaults, then ``path`` (TOML), then ``overrides``; validate and return the conf."""
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--conf {str(p)!r}: no such file")
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--conf {str(p)!r}: not valid TOML: {e}") from e
+        for section, values in doc.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{section}: unknown section in {p}; sections are {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a [table] in {p}")
+            raw[section].update(values)
+    for item in overrides:
+        section, key, value = parse_override(item)
+        raw[section][key] = value
+    conf = PipelineConf(**{name: _build_section(name, values) for name, values in raw.items()})
+    _validate(conf)
+    return conf
+
+
+def describe() -> str:
+    """Every key with its default, for ``--help`` epilogs and the README."""
+    lines = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            doc = f.metadata.get("doc") or ""
+            lines.append(f"  {f.name} = {default!r}" + (f"  # {doc}" if doc else ""))
+    return "\n".join(lines)

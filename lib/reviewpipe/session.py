@@ -1,0 +1,91 @@
+"""The one place a SparkSession is built.
+
+The master is never hard-coded: spark-submit decides it, or ``--master``, and plain
+``python jobs/x.py`` falls back to ``local[*]``.  Library functions receive the session;
+only the job that built it stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from reviewpipe.config import PipelineConf
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MASTER = "local[*]"
+
+
+def read_spark_defaults(path: str | Path) -> dict[str, str]:
+    """Parse a spark-defaults.conf file (``key value`` or ``key=value`` lines, # comments)."""
+    out: dict[str, str] = {}
+    p = Path(path)
+    if not p.is_file():
+        return out
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.replace("=", " ", 1).split(None, 1) if "=" in line.split()[0] else line.split(None, 1)
+        if len(parts) != 2:
+            raise ValueError(f"{p}:{n}: expected 'key value', got {line!r}")
+        out[parts[0]] = parts[1].strip()
+    return out
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands the Python driver a gateway port.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(conf: PipelineConf, master: str | None = None,
+                  extra: Mapping[str, str] | None = None):
+    """Build (or get) the SparkSession for a job.
+
+    Precedence for settings: spark-submit ``--conf`` > ``extra`` > ``conf/spark-defaults.conf``.
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    # Executors fork Python workers with the driver's PYSPARK_PYTHON; without this, local
+    # workers may pick a system python that lacks pandas/pyarrow.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    builder = SparkSession.builder.appName(conf.spark.app_name)
+    launched: set[str] = set()
+    if _launched_by_spark_submit():
+        SparkContext._ensure_initialized()
+        launched = {k for k, _ in SparkConf().getAll()}
+        if master:
+            builder = builder.master(master)
+    else:
+        builder = builder.master(master or DEFAULT_MASTER)
+
+    settings = read_spark_defaults(conf.spark.defaults_file)
+    log4j = Path(conf.spark.defaults_file).with_name("log4j2.properties")
+    if log4j.is_file() and "spark.driver.extraJavaOptions" not in settings:
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j.resolve().as_uri()}"
+    settings["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(conf.spark.arrow_batch_rows)
+    settings.update(extra or {})
+    for key, value in settings.items():
+        if key not in launched:
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(conf.spark.log_level)
+    return spark
+
+
+@contextlib.contextmanager
+def spark_session(conf: PipelineConf, master: str | None = None,
+                  extra: Mapping[str, str] | None = None) -> Iterator:
+    """Context manager for jobs: builds the session and always stops it on the way out."""
+    spark = build_session(conf, master=master, extra=extra)
+    try:
+        yield spark
+    finally:
+        spark.stop()

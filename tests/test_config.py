@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+from reviewpipe.config import ConfigError, PipelineConf, load_conf, parse_override
+
+
+def test_shipped_conf_equals_builtin_defaults():
+    assert load_conf(ROOT / "conf" / "pipeline.toml") == PipelineConf()
+
+
+def test_overrides_are_typed():
+    conf = load_conf(None, ["vocab.num_words=10000", "tokenizer.mode=keras", "vocab.splits=train,unsup",
+                            "ingest.val_fraction=0.25", "tokenizer.lower=false"])
+    assert conf.vocab.num_words == 10000
+    assert conf.tokenizer.mode == "keras"
+    assert conf.vocab.splits == ["train", "unsup"]
+    assert conf.ingest.val_fraction == 0.25
+    assert conf.tokenizer.lower is False
+
+
+def test_parse_override_reads_toml_then_falls_back_to_string():
+    assert parse_override("encode.maxlen=200") == ("encode", "maxlen", 200)
+    assert parse_override('tokenizer.oov_token="<OOV>"') == ("tokenizer", "oov_token", "<OOV>")
+    assert parse_override("encode.padding=pre") == ("encode", "padding", "pre")
+    assert parse_override('vocab.splits=["train", "unsup"]') == ("vocab", "splits", ["train", "unsup"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("vocab.num_wrods=5", "vocab.num_wrods: unknown setting; valid keys in [vocab] are"),
+    ("vocabulary.num_words=5", "vocabulary.num_words: unknown section 'vocabulary'"),
+    ("vocab.num_words=-1", "vocab.num_words: -1 is below the minimum 0"),
+    ("vocab.num_words=ten", "vocab.num_words: expected an integer, got 'ten'"),
+    ("encode.padding=middle", "encode.padding: 'middle' is not one of 'pre', 'post'"),
+    ("ingest.val_fraction=0.95", "ingest.val_fraction: 0.95 is above the maximum 0.9"),
+    ("tokenizer.lower=yes", "tokenizer.lower: expected true or false, got 'yes'"),
+    ("vocab.splits=train,val", "vocab.splits: ['train', 'val'] must name one or more of train, unsup"),
+    ("tokenizer.split=ab", "tokenizer.split: must be exactly one character"),
+    ("num_words=5", "--set 'num_words=5': the key must look like section.key"),
+    ("vocab.num_words", "--set 'vocab.num_words': expected section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_conf(None, [override])
+    assert str(e.value).startswith(message)
+
+
+def test_bad_file_names_the_key(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[encode]\nmaxlen = 'long'\n")
+    with pytest.raises(ConfigError, match=r"^encode.maxlen: expected an integer, got 'long'$"):
+        load_conf(p)
+    p.write_text("[nope]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"^nope: unknown section"):
+        load_conf(p)
+    with pytest.raises(ConfigError, match=r"no such file"):
+        load_conf(tmp_path / "missing.toml")
+
+
+def test_overlapping_label_spellings_are_refused():
+    with pytest.raises(ConfigError, match=r"ingest.positive_labels: \['pos'\] are also negative labels"):
+        load_conf(None, ["ingest.positive_labels=pos", "ingest.negative_labels=pos,neg"])

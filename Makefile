@@ -61,8 +61,21 @@ ingest: $(STAMP) $(ZIP) ## Spark ingest: INPUT (default: the extracted aclImdb) 
 	$(eval IN := $(or $(INPUT),$(shell $(PY) jobs/fetch_data.py $(JOBARGS) $(DATAARGS) --print-root $(if $(IMDB_ARCHIVE),--archive $(IMDB_ARCHIVE)))))
 	$(SUBMIT) jobs/ingest.py --input '$(IN)' --output $(INGEST_OUT) $(JOBARGS) $(DATAARGS)
 
-run: ingest ## the main job, end to end on local[*] and the default dataset
-	@echo "main job done: reviews in $(INGEST_OUT)/reviews, summary $(INGEST_OUT)/ingest_summary.json"
+vocab: $(STAMP) $(ZIP) ## Spark vocabulary over vocab.splits of $(INGEST_OUT)/reviews -> $(VOCAB_OUT)
+	$(SUBMIT) jobs/build_vocab.py --reviews $(INGEST_OUT)/reviews --output $(VOCAB_OUT) $(JOBARGS)
+
+encode: $(STAMP) $(ZIP) ## Spark encode of every split -> $(SHARDS_OUT) (Parquet shards + _manifest.json)
+	$(SUBMIT) jobs/encode.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(SHARDS_OUT) $(JOBARGS)
+
+TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an olympic sprinter, with a spear in hand covering themselves with leaves and tiger skin, for their breakfast
+explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)
+	$(PY) jobs/explain.py --text "$(TEXT)" --vocab $(VOCAB_OUT) $(JOBARGS)
+
+run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab -> encode
+	$(MAKE) --no-print-directory ingest
+	$(MAKE) --no-print-directory vocab
+	$(MAKE) --no-print-directory encode
+	@$(PY) -c "import json; m = json.load(open('$(SHARDS_OUT)/_manifest.json')); i = json.load(open('$(INGEST_OUT)/ingest_summary.json')); v = json.load(open('$(VOCAB_OUT)/vocab_summary.json')); print('main job done'); print('  reviews   $(INGEST_OUT)/reviews', i['written_by_split'], 'quarantined', i['rows_quarantined']); print('  vocab     $(VOCAB_OUT)', v['vocabulary_after_cut'], 'words of', v['vocabulary_before_cut'], 'coverage', v['token_coverage'], 'val OOV', v['val_oov_rate']); print('  shards    $(SHARDS_OUT)', {s: d['rows'] for s, d in m['splits'].items()}, 'maxlen', m['maxlen'], 'fingerprint', m['vocab_fingerprint'][:12])"
 
 test: $(STAMP) ## unit + integration tests (real data from ../shared when present)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

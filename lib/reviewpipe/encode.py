@@ -110,16 +110,19 @@ def encode(spark, reviews_dir: str, vocab_dir: str, out_dir: str, conf: Pipeline
         matrix_args = {"mode": enc.matrix_mode, "num_words": vocab.size,
                        "index_docs": vocab.index_docs(), "document_count": vocab.spec["corpus"]["documents"]}
         schema += ", " + MATRIX_SCHEMA
-    encoded = reviews.mapInArrow(lambda it: encode_partition(it, tokens_bc, spec, enc, matrix_args), schema)
     counts = {r[C.SPLIT]: r["n"] for r in reviews.groupBy(C.SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
     total = sum(counts.values())
-    n_files = max(1, sum(math.ceil(n / enc.rows_per_file) for n in counts.values()))
+    n_files = max(spark.sparkContext.defaultParallelism,
+                  sum(math.ceil(n / enc.rows_per_file) for n in counts.values()))
+    # Range-partition the *input*: Spark's sampling job then reads only split/ordinal
+    # instead of running the whole encode a second time to find the range bounds.
+    encoded = (reviews.repartitionByRange(n_files, C.SPLIT, C.ORDINAL)
+               .mapInArrow(lambda it: encode_partition(it, tokens_bc, spec, enc, matrix_args), schema))
     # Parquet sizes row groups in bytes: aim for row_group_rows rows of maxlen int32 values.
     block = max(1 << 20, enc.row_group_rows * (enc.maxlen * 4 + 64))
     columns = [C.REVIEW_ID, C.LABEL, C.IDS, C.LENGTH, C.OOV] + ([C.MATRIX] if enc.matrix_mode else [])
     with storage.staged_output(spark, out_dir) as stage:
-        (encoded.repartitionByRange(n_files, C.SPLIT, C.ORDINAL).sortWithinPartitions(C.ORDINAL)
-         .select(C.SPLIT, *columns)
+        (encoded.sortWithinPartitions(C.ORDINAL).select(C.SPLIT, *columns)
          .write.mode("overwrite").option("parquet.block.size", block)
          .option("maxRecordsPerFile", enc.rows_per_file).partitionBy(C.SPLIT).parquet(stage))
         files = _rename_parts(spark, stage)
@@ -168,9 +171,17 @@ def _manifest(spark, stage: str, files: dict[str, list[str]], vocab: Vocabulary,
     from pyspark.sql import functions as F
 
     per_file = {}
-    df = spark.read.parquet(stage)
-    for r in df.groupBy(F.input_file_name().alias("f")).agg(F.count(F.lit(1)).alias("n")).collect():
-        per_file["/".join(r["f"].rsplit("/", 2)[-2:])] = r["n"]  # split=x/part-00000.parquet
+    local = storage.local_path(stage)
+    if local is not None:  # footers only; no data is read
+        import pyarrow.parquet as pq
+
+        for fs in files.values():
+            for f in fs:
+                per_file[f] = pq.read_metadata(f"{local}/{f}").num_rows
+    else:
+        df = spark.read.parquet(stage)
+        for r in df.groupBy(F.input_file_name().alias("f")).agg(F.count(F.lit(1)).alias("n")).collect():
+            per_file["/".join(r["f"].rsplit("/", 2)[-2:])] = r["n"]  # split=x/part-00000.parquet
     written = {s: sum(per_file.get(f, 0) for f in fs) for s, fs in files.items()}
     if written != counts:
         raise EncodeError(f"written rows per split {written} differ from the input {counts}")

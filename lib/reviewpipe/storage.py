@@ -27,6 +27,14 @@ def qualify(spark, path: str) -> str:
     return fs.makeQualified(p).toString()
 
 
+def local_path(path: str) -> str | None:
+    """The local filesystem path behind ``path`` (plain or file: URI), else None."""
+    path = str(path)
+    if path.startswith("file:"):
+        return "/" + path[len("file:"):].lstrip("/")
+    return None if "://" in path else path
+
+
 def exists(spark, path: str) -> bool:
     fs, p = _fs_path(spark, path)
     return bool(fs.exists(p))

@@ -13,10 +13,10 @@ Two standardizations:
     apostrophes (``don't``); everything else is dropped.
 
 :func:`tokenize` is the reference (pure Python).  :func:`tokenize_arrow` is the bulk
-path used inside Spark tasks: pure-ASCII rows are tokenized with Arrow compute kernels,
-whose ASCII behaviour is identical to the reference, and every other row goes through
-:func:`tokenize` itself, so the two agree on every input by construction (and a
-hypothesis test checks it).
+path used inside Spark tasks: pure-ASCII rows are tokenized on their bytes with NumPy
+(for ASCII a byte is a character, so lookup tables reproduce ``lower``, the filters and
+the word class exactly), and every other row goes through :func:`tokenize` itself, so
+the two agree on every input by construction (a hypothesis test checks it).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 # A word: letters/digits (\w minus _) that may carry combining marks (U+0300-036F, e.g. the
 # dot that str.lower() leaves on "İ"), joined by inner apostrophes.
 _WORD = re.compile(r"[^\W_](?:[^\W_]|[\u0300-\u036f])*(?:'[^\W_](?:[^\W_]|[\u0300-\u036f])*)*")
-_ARROW_TAG = r"</?[A-Za-z][^<>]*>"
 
 
 @dataclass(frozen=True)
@@ -98,39 +97,98 @@ def _regex_class(chars: str) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[65:91] += 32
+_WORD_BYTES = np.zeros(256, bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'":
+    _WORD_BYTES[_c] = True
+_LETTER = np.zeros(256, bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    _LETTER[_c] = True
+
+
+def _string_buffers(texts) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes of all values, offsets starting at 0) of an Arrow string array."""
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset: texts.offset + len(texts) + 1]
+    data = texts.buffers()[2]
+    buf = (np.frombuffer(data, np.uint8)[offsets[0]: offsets[-1]] if data is not None and len(texts)
+           else np.zeros(0, np.uint8))
+    return buf, (offsets - offsets[0]).astype(np.int64)
+
+
+def _tag_mask(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """Bytes inside an HTML tag ``</?[A-Za-z][^<>]*>`` (a tag never spans two rows)."""
+    n = len(buf)
+    brackets = np.flatnonzero((buf == 60) | (buf == 62))  # '<' '>'
+    if len(brackets) < 2:
+        return np.zeros(n, bool)
+    opens = brackets[:-1][buf[brackets[:-1]] == 60]
+    nxt = brackets[np.searchsorted(brackets, opens, side="right")[:, None].clip(max=len(brackets) - 1)][:, 0]
+    row_end = offs[np.searchsorted(offs, opens, side="right")]
+    c1 = np.where(opens + 1 < row_end, buf[np.minimum(opens + 1, n - 1)], 0)
+    c2 = np.where(opens + 2 < row_end, buf[np.minimum(opens + 2, n - 1)], 0)
+    starts_tag = _LETTER[c1] | ((c1 == 47) & _LETTER[c2])  # '/' then a letter
+    ok = (nxt > opens) & (buf[nxt] == 62) & (nxt < row_end) & starts_tag
+    diff = np.zeros(n + 1, np.int64)
+    np.add.at(diff, opens[ok], 1)
+    np.add.at(diff, nxt[ok] + 1, -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
+def _ascii_split(texts, spec: TokenizerSpec):
+    """Tokenize pure-ASCII rows on their bytes.  Returns (tokens StringArray, row of each)."""
+    import pyarrow as pa
+
+    buf, offs = _string_buffers(texts)
+    if spec.mode == "keras":
+        sep_bytes = np.zeros(256, bool)
+        for ch in spec.filters + spec.split:
+            if ord(ch) < 128:
+                sep_bytes[ord(ch)] = True
+        b = _LOWER[buf] if spec.lower else buf
+        is_sep = sep_bytes[b]
+    else:
+        b = _LOWER[buf] if spec.lower else buf
+        is_sep = ~_WORD_BYTES[buf] | _tag_mask(buf, offs)
+    keep = ~is_sep
+    row_start = np.zeros(len(buf) + 1, bool)
+    row_start[offs[:-1]] = True
+    prev_sep = np.empty(len(buf), bool)
+    if len(buf):
+        prev_sep[0] = True
+        prev_sep[1:] = is_sep[:-1]
+    starts = np.flatnonzero(keep & (prev_sep | row_start[:-1]))
+    data = b[keep]
+    compressed = np.cumsum(keep) - keep  # index of each kept byte in ``data``
+    tok_offsets = np.empty(len(starts) + 1, np.int32)
+    tok_offsets[:-1] = compressed[starts]
+    tok_offsets[-1] = len(data)
+    values = pa.StringArray.from_buffers(len(starts), pa.py_buffer(tok_offsets), pa.py_buffer(data.tobytes()))
+    parents = np.searchsorted(offs, starts, side="right") - 1
+    return values, parents
+
+
 def _ascii_tokens(texts, spec: TokenizerSpec):
-    """Tokens of pure-ASCII texts with Arrow kernels; returns a ListArray of strings."""
+    """Tokens of pure-ASCII texts, vectorised; returns a ListArray of strings."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if spec.mode == "keras":
-        if spec.lower:
-            texts = pc.ascii_lower(texts)
-        if spec.filters:
-            texts = pc.replace_substring_regex(texts, _regex_class(spec.filters), spec.split)
-        pieces = pc.split_pattern(texts, spec.split)
-        return _drop(pieces, pc.not_equal(pc.list_flatten(pieces), ""))
-    texts = pc.replace_substring_regex(texts, _ARROW_TAG, " ")
-    if spec.lower:
-        texts = pc.ascii_lower(texts)
-    # Characters outside [A-Za-z0-9'] always end a word, so splitting there first and
-    # applying the reference regex only to pieces that contain an apostrophe is exact.
-    pieces = pc.split_pattern_regex(texts, r"[^A-Za-z0-9']+")
-    flat = pc.list_flatten(pieces)
-    has_quote = pc.match_substring(flat, "'")
-    if not pc.any(has_quote).as_py():
-        return _drop(pieces, pc.not_equal(flat, ""))
-    parents = pc.list_parent_indices(pieces).to_numpy()
-    quote = has_quote.to_numpy(zero_copy_only=False)
-    nonempty = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    flat, parents = _ascii_split(texts, spec)
+    if spec.mode == "keras" or len(flat) == 0:
+        return _from_parents(flat, parents, len(texts))
+    # Characters outside [A-Za-z0-9'] always end a word, so applying the reference regex
+    # only to the pieces that contain an apostrophe is exact.
+    quote = pc.match_substring(flat, "'").to_numpy(zero_copy_only=False)
+    if not quote.any():
+        return _from_parents(flat, parents, len(texts))
     q_idx = np.flatnonzero(quote)
     expanded = [_WORD.findall(p) for p in flat.take(pa.array(q_idx)).to_pylist()]
     k = np.fromiter((len(e) for e in expanded), np.int64, len(expanded))
-    emitted = nonempty.astype(np.int64)  # tokens each piece contributes
+    emitted = np.ones(len(flat), np.int64)  # tokens each piece contributes
     emitted[q_idx] = k
     start = np.cumsum(emitted) - emitted
     gather = np.empty(int(emitted.sum()), np.int64)
-    plain = np.flatnonzero(nonempty & ~quote)
+    plain = np.flatnonzero(~quote)
     gather[start[plain]] = plain
     within = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
     gather[np.repeat(start[q_idx], k) + within] = len(flat) + np.arange(int(k.sum()))

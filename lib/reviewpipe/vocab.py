@@ -94,7 +94,7 @@ def count_batch(texts, ordinals: np.ndarray, spec: TokenizerSpec):
     idx = enc.indices.to_numpy().astype(np.int64)
     k = len(enc.dictionary)
     counts = np.bincount(idx, minlength=k)
-    doc_pairs = np.unique(parents.astype(np.int64) * k + idx)
+    doc_pairs = pc.unique(pa.array(parents.astype(np.int64) * k + idx)).to_numpy()  # hash, not sort
     doc_counts = np.bincount(doc_pairs % k, minlength=k)
     # dictionary_encode numbers values in order of first appearance, so value i's first
     # occurrence is where the running maximum of idx first reaches i.

@@ -54,3 +54,26 @@ def test_matrix_modes_match_keras_formulas():
     assert dense["tfidf"][2, 1] == pytest.approx(np.log(1 + 3 / 1))  # OOV id 1: no doc count
     with pytest.raises(ValueError, match="matrix mode 'onehot' is not one of binary, count, freq, tfidf"):
         sparse_rows(values, lengths, "onehot", 5)
+
+
+def test_shard_writer_row_groups_and_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from reviewpipe.config import EncodeConf
+    from reviewpipe.encode import _ShardWriter
+
+    w = _ShardWriter(pafs.LocalFileSystem(), str(tmp_path), "train", 3, EncodeConf(row_group_rows=64, rows_per_file=150))
+    for start in range(0, 330, 70):  # uneven batches: 70, 70, 70, 70, 50
+        n = min(70, 330 - start)
+        w.add(pa.table({"x": pa.array(range(start, start + n), pa.int32())}))
+    done = w.finish()
+    assert [(name, rows) for _, name, rows, _, _ in done] == [
+        ("split=train/task-00003-0000.parquet", 150), ("split=train/task-00003-0001.parquet", 150),
+        ("split=train/task-00003-0002.parquet", 30)]
+    groups = [[pq.ParquetFile(tmp_path / name).metadata.row_group(i).num_rows
+               for i in range(pq.ParquetFile(tmp_path / name).num_row_groups)] for _, name, *_ in done]
+    assert groups == [[64, 64, 22], [64, 64, 22], [30]]
+    values = [v for _, name, *_ in done for v in pq.read_table(tmp_path / name).column("x").to_pylist()]
+    assert values == list(range(330))

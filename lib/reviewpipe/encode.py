@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from typing import Iterator, Sequence
 
@@ -59,24 +58,115 @@ def sequences(texts, tokens: Sequence[str], spec: TokenizerSpec):
     return values.astype(np.int32), lengths, oov
 
 
-def encode_partition(batches: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeConf,
-                     matrix_args: dict | None) -> Iterator:
-    """mapInArrow body: reviews -> review_id, split, ordinal, label, ids, length, oov [, matrix]."""
+def encode_batch(batch, tokens: Sequence[str], spec: TokenizerSpec, enc: EncodeConf, matrix_args: dict | None):
+    """One Arrow batch of reviews -> an Arrow table in the shard schema."""
     import pyarrow as pa
 
+    values, lengths, oov = sequences(batch.column(C.TEXT), tokens, spec)
+    ids = pad_flat(values, lengths, enc.maxlen, enc.padding, enc.truncating)
+    n = len(lengths)
+    cols = {
+        C.REVIEW_ID: batch.column(C.REVIEW_ID),
+        C.LABEL: batch.column(C.LABEL).cast(pa.int8()),
+        C.IDS: pa.ListArray.from_arrays(pa.array(np.arange(0, n * enc.maxlen + 1, enc.maxlen, dtype=np.int32)),
+                                        pa.array(ids.ravel(), pa.int32())),
+        C.LENGTH: pa.array(lengths, pa.int32()),
+        C.OOV: pa.array(oov, pa.int32()),
+    }
+    if matrix_args is not None:
+        cols[C.MATRIX] = matrix.sparse_rows_arrow(values, lengths, **matrix_args)
+    return pa.table(cols)
+
+
+class _ShardWriter:
+    """Writes one split's rows into part files with exactly ``row_group_rows`` rows per
+    row group (the last one may be short) and at most ``rows_per_file`` rows per file."""
+
+    def __init__(self, fs, base: str, split: str, task: int, enc: EncodeConf):
+        self.fs, self.base, self.split, self.task, self.enc = fs, base, split, task, enc
+        self.seq, self.writer, self.in_file, self.pending, self.done = 0, None, 0, [], []
+
+    def _open(self, schema):
+        import pyarrow.parquet as pq
+
+        name = f"{C.SPLIT}={self.split}/task-{self.task:05d}-{self.seq:04d}.parquet"
+        self.fs.create_dir(f"{self.base}/{C.SPLIT}={self.split}", recursive=True)
+        self.writer = pq.ParquetWriter(f"{self.base}/{name}", schema, filesystem=self.fs, compression="zstd")
+        self.name, self.in_file = name, 0
+
+    def _write_group(self, table):
+        if self.writer is None:
+            self._open(table.schema)
+        self.writer.write_table(table, row_group_size=len(table))
+        self.in_file += len(table)
+        if self.in_file >= self.enc.rows_per_file:
+            self._close()
+
+    def _close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.done.append((self.split, self.name, self.in_file, self.task, self.seq))
+            self.writer, self.seq, self.in_file = None, self.seq + 1, 0
+
+    def add(self, table):
+        import pyarrow as pa
+
+        self.pending.append(table)
+        buffered = pa.concat_tables(self.pending)
+        while True:
+            room = min(self.enc.row_group_rows, self.enc.rows_per_file - self.in_file)
+            if len(buffered) < room:
+                break
+            self._write_group(buffered.slice(0, room))
+            buffered = buffered.slice(room)
+        self.pending = [buffered] if len(buffered) else []
+
+    def finish(self):
+        import pyarrow as pa
+
+        if self.pending:
+            rest = pa.concat_tables(self.pending)
+            while len(rest):
+                room = min(self.enc.row_group_rows, self.enc.rows_per_file - self.in_file)
+                self._write_group(rest.slice(0, room))
+                rest = rest.slice(room)
+        self._close()
+        return self.done
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs as pafs
+
+    local = storage.local_path(uri)
+    if local is not None:
+        return pafs.LocalFileSystem(), local
+    return pafs.FileSystem.from_uri(uri)
+
+
+def encode_and_write(batches: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeConf,
+                     matrix_args: dict | None, stage_uri: str) -> Iterator:
+    """mapInArrow body: encode a partition (sorted by split, ordinal) and write its shards
+    with pyarrow; yields one (split, file, rows, task, seq) row per file written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark import TaskContext
+
     tokens = tokens_bc.value
+    fs, base = _filesystem(stage_uri)
+    task = TaskContext.get().partitionId()
+    writers: dict[str, _ShardWriter] = {}
     for batch in batches:
-        values, lengths, oov = sequences(batch.column(C.TEXT), tokens, spec)
-        ids = pad_flat(values, lengths, enc.maxlen, enc.padding, enc.truncating)
-        n = len(lengths)
-        ids_arr = pa.ListArray.from_arrays(pa.array(np.arange(0, n * enc.maxlen + 1, enc.maxlen, dtype=np.int32)),
-                                           pa.array(ids.ravel(), pa.int32()))
-        cols = {C.REVIEW_ID: batch.column(C.REVIEW_ID), C.SPLIT: batch.column(C.SPLIT),
-                C.ORDINAL: batch.column(C.ORDINAL), C.LABEL: batch.column(C.LABEL), C.IDS: ids_arr,
-                C.LENGTH: pa.array(lengths, pa.int32()), C.OOV: pa.array(oov, pa.int32())}
-        if matrix_args is not None:
-            cols[C.MATRIX] = matrix.sparse_rows_arrow(values, lengths, **matrix_args)
-        yield pa.RecordBatch.from_pydict(cols)
+        splits = batch.column(C.SPLIT)
+        present = pc.unique(splits).to_pylist()
+        for split in present:
+            part = batch if len(present) == 1 else batch.filter(pc.equal(splits, split))
+            w = writers.setdefault(split, _ShardWriter(fs, base, split, task, enc))
+            w.add(encode_batch(part, tokens, spec, enc, matrix_args))
+    rows = [r for w in writers.values() for r in w.finish()]
+    yield pa.RecordBatch.from_pylist([dict(zip(("split", "file", "rows", "task", "seq"), r)) for r in rows],
+                                     schema=pa.schema([("split", pa.string()), ("file", pa.string()),
+                                                       ("rows", pa.int64()), ("task", pa.int64()),
+                                                       ("seq", pa.int64())]))
 
 
 def read_manifest(spark, shards_dir: str) -> dict | None:
@@ -105,84 +195,53 @@ def encode(spark, reviews_dir: str, vocab_dir: str, out_dir: str, conf: Pipeline
     reviews = reviews.select(C.REVIEW_ID, C.SPLIT, C.ORDINAL, C.LABEL, C.TEXT)
     tokens_bc = spark.sparkContext.broadcast(vocab.tokens)
     matrix_args = None
-    schema = "review_id string, split string, ordinal long, label tinyint, ids array<int>, length int, oov int"
     if enc.matrix_mode:
         matrix_args = {"mode": enc.matrix_mode, "num_words": vocab.size,
                        "index_docs": vocab.index_docs(), "document_count": vocab.spec["corpus"]["documents"]}
-        schema += ", " + MATRIX_SCHEMA
     counts = {r[C.SPLIT]: r["n"] for r in reviews.groupBy(C.SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
     total = sum(counts.values())
-    n_files = max(spark.sparkContext.defaultParallelism,
+    n_parts = max(spark.sparkContext.defaultParallelism,
                   sum(math.ceil(n / enc.rows_per_file) for n in counts.values()))
-    # Range-partition the *input*: Spark's sampling job then reads only split/ordinal
-    # instead of running the whole encode a second time to find the range bounds.
-    encoded = (reviews.repartitionByRange(n_files, C.SPLIT, C.ORDINAL)
-               .mapInArrow(lambda it: encode_partition(it, tokens_bc, spec, enc, matrix_args), schema))
-    # Parquet sizes row groups in bytes: aim for row_group_rows rows of maxlen int32 values.
-    block = max(1 << 20, enc.row_group_rows * (enc.maxlen * 4 + 64))
-    columns = [C.REVIEW_ID, C.LABEL, C.IDS, C.LENGTH, C.OOV] + ([C.MATRIX] if enc.matrix_mode else [])
     with storage.staged_output(spark, out_dir) as stage:
-        (encoded.sortWithinPartitions(C.ORDINAL).select(C.SPLIT, *columns)
-         .write.mode("overwrite").option("parquet.block.size", block)
-         .option("maxRecordsPerFile", enc.rows_per_file).partitionBy(C.SPLIT).parquet(stage))
-        files = _rename_parts(spark, stage)
-        manifest = _manifest(spark, stage, files, vocab, enc, counts, columns)
+        storage.mkdirs(spark, stage)
+        stage_uri = storage.qualify(spark, stage)
+        # Range-partition and sort the *input* (the sampling job reads only split/ordinal);
+        # workers encode and write shards with pyarrow, so the id arrays never pass through
+        # the JVM: Spark only sees one small row per file written.
+        written = (reviews.repartitionByRange(n_parts, C.SPLIT, C.ORDINAL)
+                   .sortWithinPartitions(C.SPLIT, C.ORDINAL)
+                   .mapInArrow(lambda it: encode_and_write(it, tokens_bc, spec, enc, matrix_args, stage_uri),
+                               "split string, file string, rows long, task long, seq long")
+                   .collect())
+        files = _rename_parts(spark, stage, written)
+        manifest = _manifest(files, vocab, enc, counts)
         storage.write_json(spark, f"{stage}/{C.MANIFEST}", manifest)
     tokens_bc.unpersist()
     manifest["seconds"] = round(time.time() - started, 2)
     manifest["documents_per_second"] = round(total / max(manifest["seconds"], 1e-9), 1)
-    log.info("encoded %d reviews into %d files in %.1fs", total, len(files), manifest["seconds"])
+    log.info("encoded %d reviews into %d files in %.1fs", total, sum(len(f) for f in files.values()),
+             manifest["seconds"])
     return manifest
 
 
-def _rename_parts(spark, stage: str) -> dict[str, list[str]]:
-    """Spark names files part-<n>-<uuid>.c000.zstd.parquet; rename to <split>/part-00000.parquet."""
-    out: dict[str, list[str]] = {}
-    for d in storage.list_names(spark, stage):
-        if not d.startswith(f"{C.SPLIT}="):
-            if d in ("_SUCCESS", "._SUCCESS.crc"):  # the manifest marks completion instead
-                storage.delete(spark, f"{stage}/{d}")
-            continue
-        split = d.split("=", 1)[1]
-        parts = [n for n in storage.list_names(spark, f"{stage}/{d}") if n.endswith(".parquet")]
+def _rename_parts(spark, stage: str, written) -> dict[str, list[tuple[str, int]]]:
+    """Rename task-<task>-<seq>.parquet to part-00000.parquet... per split, in (task, seq)
+    order, so part numbers follow source order.  Returns {split: [(path, rows), ...]}."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for split in sorted({r["split"] for r in written}):
+        rows = sorted((r for r in written if r["split"] == split), key=lambda r: (r["task"], r["seq"]))
         names = []
-        for i, name in enumerate(sorted(parts, key=_part_order)):
-            new = f"part-{i:05d}.parquet"
-            storage.rename(spark, f"{stage}/{d}/{name}", f"{stage}/{d}/{new}")
-            names.append(f"{d}/{new}")
-        for n in storage.list_names(spark, f"{stage}/{d}"):
-            if n.startswith(".") and n.endswith(".crc"):
-                storage.delete(spark, f"{stage}/{d}/{n}")
+        for i, r in enumerate(rows):
+            new = f"{C.SPLIT}={split}/part-{i:05d}.parquet"
+            storage.rename(spark, f"{stage}/{r['file']}", f"{stage}/{new}")
+            names.append((new, r["rows"]))
         out[split] = names
     return out
 
 
-_PART = re.compile(r"^part-(\d+)-.*?\.c(\d+)\.")
-
-
-def _part_order(name: str) -> tuple[int, int, str]:
-    """Spark's part-<task>-<uuid>.c<seq>.zstd.parquet: order by task, then file within task."""
-    m = _PART.match(name)
-    return (int(m[1]), int(m[2]), name) if m else (1 << 30, 0, name)
-
-
-def _manifest(spark, stage: str, files: dict[str, list[str]], vocab: Vocabulary, enc: EncodeConf,
-              counts: dict[str, int], columns: list[str]) -> dict:
-    from pyspark.sql import functions as F
-
-    per_file = {}
-    local = storage.local_path(stage)
-    if local is not None:  # footers only; no data is read
-        import pyarrow.parquet as pq
-
-        for fs in files.values():
-            for f in fs:
-                per_file[f] = pq.read_metadata(f"{local}/{f}").num_rows
-    else:
-        df = spark.read.parquet(stage)
-        for r in df.groupBy(F.input_file_name().alias("f")).agg(F.count(F.lit(1)).alias("n")).collect():
-            per_file["/".join(r["f"].rsplit("/", 2)[-2:])] = r["n"]  # split=x/part-00000.parquet
-    written = {s: sum(per_file.get(f, 0) for f in fs) for s, fs in files.items()}
+def _manifest(files: dict[str, list[tuple[str, int]]], vocab: Vocabulary, enc: EncodeConf,
+              counts: dict[str, int]) -> dict:
+    written = {s: sum(n for _, n in fs) for s, fs in files.items()}
     if written != counts:
         raise EncodeError(f"written rows per split {written} differ from the input {counts}")
     return {
@@ -194,7 +253,7 @@ def _manifest(spark, stage: str, files: dict[str, list[str]], vocab: Vocabulary,
         "dtype": "int32", "pad_value": C.PAD_INDEX,
         "row_group_rows": enc.row_group_rows, "rows_per_file": enc.rows_per_file,
         "matrix_mode": enc.matrix_mode or None,
-        "splits": {s: {"rows": counts[s], "files": [{"path": f, "rows": per_file.get(f, 0)} for f in fs]}
+        "splits": {s: {"rows": counts[s], "files": [{"path": f, "rows": n} for f, n in fs]}
                    for s, fs in sorted(files.items())},
         "schema": [{"name": C.REVIEW_ID, "type": "string"}, {"name": C.LABEL, "type": "int8", "nullable": True},
                    {"name": C.IDS, "type": f"list<int32>[{enc.maxlen}]"}, {"name": C.LENGTH, "type": "int32"},

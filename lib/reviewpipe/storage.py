@@ -40,6 +40,11 @@ def exists(spark, path: str) -> bool:
     return bool(fs.exists(p))
 
 
+def mkdirs(spark, path: str) -> None:
+    fs, p = _fs_path(spark, path)
+    fs.mkdirs(p)
+
+
 def delete(spark, path: str) -> None:
     fs, p = _fs_path(spark, path)
     if fs.exists(p):

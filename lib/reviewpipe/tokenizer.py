@@ -223,18 +223,33 @@ def tokenize_arrow(texts, spec: TokenizerSpec):
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = pc.fill_null(texts.cast(pa.string()), "")
+    n = len(texts)
     is_ascii = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
     if is_ascii.all():
         return _ascii_tokens(texts, spec)
     ascii_idx = np.flatnonzero(is_ascii)
     other_idx = np.flatnonzero(~is_ascii)
-    fast = _ascii_tokens(texts.take(pa.array(ascii_idx)), spec) if len(ascii_idx) else None
-    slow = pa.array([tokenize(t, spec) for t in texts.take(pa.array(other_idx)).to_pylist()],
-                    pa.list_(pa.string()))
-    merged = pa.concat_arrays([fast, slow]) if fast is not None else slow
-    order = np.empty(len(texts), np.int64)
-    order[np.concatenate([ascii_idx, other_idx])] = np.arange(len(texts))
-    return merged.take(pa.array(order))
+    fast = _ascii_tokens(texts.take(pa.array(ascii_idx)), spec)
+    slow_tokens = [tokenize(t, spec) for t in texts.take(pa.array(other_idx)).to_pylist()]
+    slow_counts = np.fromiter((len(t) for t in slow_tokens), np.int64, len(slow_tokens))
+    slow_values = pa.array([tok for toks in slow_tokens for tok in toks], pa.string())
+    # Merge both parts back into row order with a counting sort on the row number.
+    counts = np.zeros(n, np.int64)
+    counts[ascii_idx] = np.diff(fast.offsets.to_numpy())
+    counts[other_idx] = slow_counts
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    fast_rows = np.repeat(ascii_idx, counts[ascii_idx])
+    slow_rows = np.repeat(other_idx, slow_counts)
+    dest = np.empty(len(fast_rows) + len(slow_rows), np.int64)
+    dest[: len(fast_rows)] = offsets[fast_rows] + (np.arange(len(fast_rows)) - np.repeat(
+        fast.offsets.to_numpy()[:-1], counts[ascii_idx]))
+    dest[len(fast_rows):] = offsets[slow_rows] + (np.arange(len(slow_rows)) - np.repeat(
+        np.cumsum(slow_counts) - slow_counts, slow_counts))
+    order = np.empty_like(dest)
+    order[dest] = np.arange(len(dest))
+    values = pa.concat_arrays([pc.list_flatten(fast), slow_values]).take(pa.array(order))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
 # ---------------------------------------------------------------------------------------

@@ -83,8 +83,10 @@ test: $(STAMP) ## unit + integration tests (real data from ../shared when presen
 test-slow: $(STAMP) ## the slow marked tests (full-corpus parity)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmarks; results in bench/results/*.json
+bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k); results in bench/results/*.json
 	$(PY) bench/bench_ingest.py --conf $(CONF)
+	@test -f $(INGEST_OUT)/ingest_summary.json || $(MAKE) --no-print-directory ingest
+	$(PY) bench/bench_vocab_encode.py --reviews $(INGEST_OUT)/reviews
 
 clean: ## remove build outputs and pipeline data (not the venv)
 	rm -rf dist build $(WORK) artifacts bench/results spark-warehouse .pytest_cache

@@ -61,3 +61,15 @@ def test_bad_file_names_the_key(tmp_path):
 def test_overlapping_label_spellings_are_refused():
     with pytest.raises(ConfigError, match=r"ingest.positive_labels: \['pos'\] are also negative labels"):
         load_conf(None, ["ingest.positive_labels=pos", "ingest.negative_labels=pos,neg"])
+
+
+def test_spark_defaults_file_formats(tmp_path):
+    from reviewpipe.session import read_spark_defaults
+
+    p = tmp_path / "spark-defaults.conf"
+    p.write_text("# comment\nspark.a   1\nspark.b=two words\n\nspark.c = x\n")
+    assert read_spark_defaults(p) == {"spark.a": "1", "spark.b": "two words", "spark.c": "x"}
+    assert read_spark_defaults(tmp_path / "missing.conf") == {}
+    p.write_text("lonely\n")
+    with pytest.raises(ValueError, match=r"spark-defaults.conf:1: expected 'key value', got 'lonely'"):
+        read_spark_defaults(p)

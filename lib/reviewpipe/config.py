@@ -107,8 +107,6 @@ class PipelineConf:
         return dataclasses.asdict(self)
 
 
-
-
 SECTIONS: dict[str, type] = dict(typing.get_type_hints(PipelineConf))
 
 

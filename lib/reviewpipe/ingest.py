@@ -257,16 +257,11 @@ def _check_header(p: Path, fmt: str, text_col: str, label_col: str, id_col: str)
     """Fail before Spark work when a single local CSV lacks the configured columns."""
     if fmt != "csv":
         return
-    import gzip
-
-    opener = gzip.open if p.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(p, "rb") as f:
-        head = f.read(1 << 16)
-    first = head.split(b"\n", 1)[0]
+    with parsing.open_maybe_compressed(p) as f:
+        first = f.read(1 << 16).split(b"\n", 1)[0]
     if b'"' in first:  # a quoted header may span lines; let the parser judge it
         return
-    for rec in parsing.parse_csv(first + b"\n", p.name, text_col, label_col, id_col):
-        break
+    next(iter(parsing.parse_csv(first + b"\n", p.name, text_col, label_col, id_col)), None)
 
 
 def read_parquet(spark, path: str, conf: PipelineConf) -> RawInput:

@@ -50,6 +50,19 @@ def decompress(data: bytes, name: str = "") -> bytes:
     return data
 
 
+def open_maybe_compressed(path):
+    """Open a local file for reading bytes, decompressing gzip/bz2/xz by magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
 # ---------------------------------------------------------------------------------------
 # aclImdb: <root>/<split>/<class>/<id>_<rating>.txt
 _ACL_PATH = re.compile(r"(?:^|/)(?P<split>[^/]+)/(?P<cls>pos|neg|unsup)/(?P<stem>[^/]+)\.txt$")

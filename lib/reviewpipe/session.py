@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -31,7 +32,7 @@ def read_spark_defaults(path: str | Path) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.replace("=", " ", 1).split(None, 1) if "=" in line.split()[0] else line.split(None, 1)
+        parts = re.split(r"\s*=\s*|\s+", line, maxsplit=1)
         if len(parts) != 2:
             raise ValueError(f"{p}:{n}: expected 'key value', got {line!r}")
         out[parts[0]] = parts[1].strip()

@@ -147,3 +147,19 @@ def test_wrong_columns_fail_before_any_output(spark, conf, tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(IngestError, match="does not exist"):
         ingest(spark, str(tmp_path / "nope"), str(tmp_path / "out"), small_conf(conf), fmt="csv")
+
+
+def test_every_record_quarantined_still_succeeds(spark, conf, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b'review,sentiment\n"",positive\n"\xff",negative\nfine,maybe\n')
+    summary = ingest(spark, str(path), str(tmp_path / "out"), small_conf(conf))
+    assert (summary["rows_read"], summary["rows_written"], summary["rows_quarantined"]) == (3, 0, 3)
+    assert summary["quarantined_by_reason"] == {"empty_text": 1, "invalid_utf8": 1, "unknown_label": 1}
+    assert summary["written_by_split"] == {}
+
+
+def test_header_only_and_empty_inputs(spark, conf, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"review,sentiment\r\n")
+    summary = ingest(spark, str(path), str(tmp_path / "out"), small_conf(conf))
+    assert (summary["rows_read"], summary["rows_written"], summary["rows_quarantined"]) == (0, 0, 0)

@@ -122,3 +122,15 @@ def test_jsonl_records_and_errors():
     ]
     assert recs[0].raw == b"fine"
     assert recs[6].raw == b"lone \xed\xa0\x80 surrogate"  # kept as invalid UTF-8, quarantined later
+
+
+def test_jsonl_leading_bom_and_nul_bytes():
+    recs = list(parse_jsonl(b'\xef\xbb\xbf{"text": "bom", "label": 0}\n{"text": "a\\u0000b", "label": 1}\n',
+                            "j", "text", "label"))
+    assert [(r.raw, r.label_raw, r.reason) for r in recs] == [(b"bom", "0", None), (b"a\x00b", "1", None)]
+
+
+def test_csv_old_mac_line_endings_and_nul_bytes():
+    recs = csv_records(b'review,sentiment\rold mac,positive\r"nul\x00byte",negative\r')
+    assert [(r.raw, r.label_raw, r.locator) for r in recs] == [
+        (b"old mac", "positive", "line 2"), (b"nul\x00byte", "negative", "line 3")]

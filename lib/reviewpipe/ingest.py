@@ -28,6 +28,10 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 
 # Columns every reader produces before validation.
+REVIEWS_SCHEMA = ("review_id string, label tinyint, rating tinyint, text string, source string, "
+                  "ordinal long, split string")
+QUARANTINE_SCHEMA = ("source string, review_id string, split string, ordinal long, reason string, "
+                     "detail string, excerpt string, raw_bytes long")
 RAW_SCHEMA = (
     "file_rank long, row long, source string, review_id string, split string, "
     "label_raw string, label tinyint, rating tinyint, labelled boolean, raw binary, "
@@ -471,9 +475,11 @@ def _reconcile(spark, stage: str, rows_read: int, stats) -> dict:
     """Count what was actually written and check it against what was read."""
     from pyspark.sql import functions as F
 
-    written = {r[C.SPLIT]: r["n"] for r in spark.read.parquet(f"{stage}/{C.REVIEWS_DIR}")
+    # Explicit schemas: an output with no rows (everything quarantined, say) has no files
+    # to infer a schema from.
+    written = {r[C.SPLIT]: r["n"] for r in spark.read.schema(REVIEWS_SCHEMA).parquet(f"{stage}/{C.REVIEWS_DIR}")
                .groupBy(C.SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
-    qdf = spark.read.parquet(f"{stage}/{C.QUARANTINE_DIR}")
+    qdf = spark.read.schema(QUARANTINE_SCHEMA).parquet(f"{stage}/{C.QUARANTINE_DIR}")
     by_reason = {r[C.REASON]: r["n"] for r in qdf.groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
     n_written, n_quarantined = sum(written.values()), sum(by_reason.values())
     expected = {r[C.SPLIT]: 0 for r in stats}

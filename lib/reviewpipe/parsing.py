@@ -217,6 +217,8 @@ def parse_jsonl(data: bytes, name: str, text_column: str, label_column: str = ""
                 id_column: str = "") -> Iterator[RawRecord]:
     """Parse JSON Lines bytes: one object per line; blank lines are not records."""
     data = decompress(data, name)
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM from Windows editors
+        data = data[3:]
     row = 0
     for lineno, line in enumerate(data.split(b"\n"), 1):
         if line.endswith(b"\r"):

@@ -1,0 +1,92 @@
+"""Streaming input from the encoded Parquet shards into ``tf.data``.
+
+A split is never loaded into memory: each file is read a record batch (row group) at a
+time with pyarrow.  Files are shuffled with the seed, read ``cycle_length`` at a time
+(interleaved), rows pass through a seeded shuffle buffer, and with several workers each
+one reads its own share of the files.  The manifest's vocabulary fingerprint must match
+the vocabulary the model is built for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from reviewpipe import constants as C
+
+
+class ShardsError(ValueError):
+    """The shards folder is missing, incomplete, or belongs to another vocabulary."""
+
+
+def load_manifest(shards_dir: str | Path) -> dict:
+    path = Path(shards_dir) / C.MANIFEST
+    if not path.is_file():
+        raise ShardsError(f"no {C.MANIFEST} in {shards_dir}; run `make encode` first (a folder without a "
+                          f"manifest is an unfinished or foreign dataset)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_fingerprint(manifest: dict, vocab_fingerprint: str, shards_dir: str | Path = "") -> None:
+    got = manifest.get("vocab_fingerprint")
+    if got != vocab_fingerprint:
+        raise ShardsError(
+            f"shards {shards_dir} were encoded with vocabulary {str(got)[:12]}…, but the given vocabulary is "
+            f"{vocab_fingerprint[:12]}…; re-run `make encode` with this vocabulary or pass the matching --vocab")
+
+
+def split_files(shards_dir: str | Path, manifest: dict, split: str) -> list[str]:
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise ShardsError(f"{shards_dir} has no split {split!r}; it has {sorted(manifest['splits'])}")
+    return [str(Path(shards_dir) / f["path"]) for f in info["files"]]
+
+
+def iter_file(path: str, maxlen: int, labelled: bool = True, batch_rows: int = 4096) -> Iterator[tuple]:
+    """Yield (ids [n, maxlen] int32, labels [n] float32) per record batch of one file."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=[C.IDS, C.LABEL]):
+        ids = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, maxlen)
+        labels = batch.column(1).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float32)
+        if labelled:  # unlabelled rows (label null) cannot train a classifier
+            keep = labels >= 0
+            ids, labels = ids[keep], labels[keep]
+        yield ids.astype(np.int32, copy=False), labels
+
+
+def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_fingerprint: str,
+                 shuffle: bool = True, seed: int = 0, shuffle_buffer: int = 10_000, cycle_length: int = 4,
+                 num_workers: int = 1, worker_index: int = 0, labelled: bool = True):
+    """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards."""
+    import tensorflow as tf
+
+    manifest = load_manifest(shards_dir)
+    check_fingerprint(manifest, vocab_fingerprint, shards_dir)
+    maxlen = int(manifest["maxlen"])
+    files = split_files(shards_dir, manifest, split)
+    if num_workers > 1:
+        if len(files) < num_workers:
+            raise ShardsError(f"{len(files)} {split} files cannot be shared by {num_workers} workers; "
+                              f"re-encode with a smaller encode.rows_per_file")
+        files = files[worker_index::num_workers]
+    rows_per_batch = int(manifest.get("row_group_rows", 4096))
+    spec = (tf.TensorSpec((None, maxlen), tf.int32), tf.TensorSpec((None,), tf.float32))
+
+    def file_dataset(path):
+        return tf.data.Dataset.from_generator(
+            lambda p: iter_file(p.decode(), maxlen, labelled, rows_per_batch), args=(path,), output_signature=spec)
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(file_dataset, cycle_length=min(cycle_length, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.unbatch()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -220,15 +220,3 @@ def load_conf(path: str | Path | None = None, overrides: Sequence[str] = ()) -> 
     conf = PipelineConf(**{name: _build_section(name, values) for name, values in raw.items()})
     _validate(conf)
     return conf
-
-
-def describe() -> str:
-    """Every key with its default, for ``--help`` epilogs and the README."""
-    lines = []
-    for name, cls in SECTIONS.items():
-        lines.append(f"[{name}]")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            doc = f.metadata.get("doc") or ""
-            lines.append(f"  {f.name} = {default!r}" + (f"  # {doc}" if doc else ""))
-    return "\n".join(lines)

@@ -88,11 +88,6 @@ def read_json(spark, path: str) -> Any:
     return json.loads(read_text(spark, path))
 
 
-def list_names(spark, path: str) -> list[str]:
-    fs, p = _fs_path(spark, path)
-    return sorted(s.getPath().getName() for s in fs.listStatus(p))
-
-
 @contextlib.contextmanager
 def staged_output(spark, out_dir: str) -> Iterator[str]:
     """Yield a staging folder next to ``out_dir``; on success swap it into place.

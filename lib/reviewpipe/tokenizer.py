@@ -93,10 +93,6 @@ def _keras_table(filters: str, split: str) -> dict[int, str]:
 # ---------------------------------------------------------------------------------------
 # Arrow bulk path
 
-def _regex_class(chars: str) -> str:
-    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
-
-
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[65:91] += 32
 _WORD_BYTES = np.zeros(256, bool)
@@ -195,15 +191,6 @@ def _ascii_tokens(texts, spec: TokenizerSpec):
     extra = pa.array([t for e in expanded for t in e], pa.string())
     values = pa.concat_arrays([flat, extra]).take(pa.array(gather))
     return _from_parents(values, np.repeat(parents, emitted), len(texts))
-
-
-def _drop(lists, keep_flat):
-    """Filter the flattened values of ``lists`` by ``keep_flat`` and regroup per row."""
-    import pyarrow.compute as pc
-
-    parents = pc.list_parent_indices(lists).to_numpy()
-    keep = keep_flat.to_numpy(zero_copy_only=False)
-    return _from_parents(pc.list_flatten(lists).filter(keep_flat), parents[keep], len(lists))
 
 
 def _from_parents(values, parents: np.ndarray, n_rows: int):

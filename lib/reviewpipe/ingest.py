@@ -447,8 +447,11 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
                        .select(C.REVIEW_ID, C.SPLIT, F.col(C.LABEL).cast("tinyint"),
                                F.col(C.RATING).cast("tinyint"), F.col("raw").cast("string").alias(C.TEXT),
                                C.SOURCE, F.col(C.ORDINAL).cast("long")))
+            # 8 MiB row groups: downstream jobs split files by row group, so one file per
+            # split must still feed every core (a 128 MiB default makes one task per file).
             (reviews.repartitionByRange(n_parts, C.SPLIT, C.ORDINAL).sortWithinPartitions(C.ORDINAL)
-             .write.mode("overwrite").partitionBy(C.SPLIT).parquet(f"{stage}/{C.REVIEWS_DIR}"))
+             .write.mode("overwrite").option("parquet.block.size", 8 << 20)
+             .partitionBy(C.SPLIT).parquet(f"{stage}/{C.REVIEWS_DIR}"))
             log.info("wrote reviews in %.1fs", time.time() - started)
             excerpt = F.expr(f"make_valid_utf8(cast(substring(raw, 1, {ing.excerpt_bytes}) as string))")
             quarantine = (records.filter(F.col("reason").isNotNull())

@@ -426,6 +426,7 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
     # Spark's default 4 MB "open cost" per file, which would make thousands of tiny tasks.
     max_bytes = int(spark._jsparkSession.sessionState().conf().filesMaxPartitionBytes())
     spark.conf.set("spark.sql.files.openCostInBytes", str(max(4096, max_bytes // ing.files_per_partition)))
+    classified = None
     try:
         raw_input = read_raw(spark, input_path, fmt, conf)
         # One cache, after the per-record checks: the source is read once, and dedupe,
@@ -468,9 +469,10 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
             })
             summary["reviews_per_second"] = round(rows_read / max(summary["seconds"], 1e-9), 1)
             storage.write_json(spark, f"{stage}/{C.INGEST_SUMMARY}", summary)
-        classified.unpersist()
         return summary
     finally:
+        if classified is not None:
+            classified.unpersist()
         spark.conf.set("spark.sql.files.openCostInBytes", previous)
 
 

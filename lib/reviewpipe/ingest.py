@@ -183,12 +183,6 @@ def _norm_uri(uri: str) -> str:
     return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
 
 
-def _regex_escape(s: str) -> str:
-    import re
-
-    return re.escape(s)
-
-
 def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: PipelineConf,
                    text_col: str, label_col: str, id_col: str) -> RawInput:
     """CSV/JSONL: Spark reads each file's bytes; Python parsers split records in the executors."""

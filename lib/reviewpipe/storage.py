@@ -58,13 +58,17 @@ def rename(spark, src: str, dst: str) -> None:
         raise OSError(f"could not rename {src} to {dst}")
 
 
-def write_text(spark, path: str, text: str) -> None:
+def write_bytes(spark, path: str, data: bytes) -> None:
     fs, p = _fs_path(spark, path)
     out = fs.create(p, True)
     try:
-        out.write(bytearray(text.encode("utf-8")))
+        out.write(bytearray(data))
     finally:
         out.close()
+
+
+def write_text(spark, path: str, text: str) -> None:
+    write_bytes(spark, path, text.encode("utf-8"))
 
 
 def read_text(spark, path: str) -> str:

@@ -273,21 +273,12 @@ def build_vocab(spark, reviews_dir: str, out_dir: str, conf: PipelineConf,
     summary["val_oov_rate"] = oov_rate(spark, reviews_dir, vocab)
     summary["seconds"] = round(time.time() - started, 2)
     with storage.staged_output(spark, out_dir) as stage:
-        _write_bytes(spark, f"{stage}/{C.VOCAB_TABLE}", table_bytes)
-        _write_bytes(spark, f"{stage}/{C.VOCAB_SPEC}", json_bytes)
+        storage.write_bytes(spark, f"{stage}/{C.VOCAB_TABLE}", table_bytes)
+        storage.write_bytes(spark, f"{stage}/{C.VOCAB_SPEC}", json_bytes)
         storage.write_json(spark, f"{stage}/{C.VOCAB_SUMMARY}", summary)
     log.info("vocabulary: %d of %d tokens kept, coverage %.4f, val OOV %s, %.1fs", len(kept), len(ranked),
              summary["token_coverage"], summary["val_oov_rate"], summary["seconds"])
     return summary
-
-
-def _write_bytes(spark, path: str, data: bytes) -> None:
-    fs, fs_path = storage._fs_path(spark, path)
-    out = fs.create(fs_path, True)
-    try:
-        out.write(bytearray(data))
-    finally:
-        out.close()
 
 
 def oov_rate(spark, reviews_dir: str, vocab: Vocabulary) -> float | None:

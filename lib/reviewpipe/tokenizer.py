@@ -119,7 +119,7 @@ def _tag_mask(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
     if len(brackets) < 2:
         return np.zeros(n, bool)
     opens = brackets[:-1][buf[brackets[:-1]] == 60]
-    nxt = brackets[np.searchsorted(brackets, opens, side="right")[:, None].clip(max=len(brackets) - 1)][:, 0]
+    nxt = brackets[np.minimum(np.searchsorted(brackets, opens, side="right"), len(brackets) - 1)]
     row_end = offs[np.searchsorted(offs, opens, side="right")]
     c1 = np.where(opens + 1 < row_end, buf[np.minimum(opens + 1, n - 1)], 0)
     c2 = np.where(opens + 2 < row_end, buf[np.minimum(opens + 2, n - 1)], 0)
@@ -136,15 +136,14 @@ def _ascii_split(texts, spec: TokenizerSpec):
     import pyarrow as pa
 
     buf, offs = _string_buffers(texts)
+    b = _LOWER[buf] if spec.lower else buf
     if spec.mode == "keras":
         sep_bytes = np.zeros(256, bool)
         for ch in spec.filters + spec.split:
             if ord(ch) < 128:
                 sep_bytes[ord(ch)] = True
-        b = _LOWER[buf] if spec.lower else buf
         is_sep = sep_bytes[b]
     else:
-        b = _LOWER[buf] if spec.lower else buf
         is_sep = ~_WORD_BYTES[buf] | _tag_mask(buf, offs)
     keep = ~is_sep
     row_start = np.zeros(len(buf) + 1, bool)

@@ -14,6 +14,9 @@ WORK         ?= $(DATA_DIR)/work
 INGEST_OUT   ?= $(WORK)/ingest
 VOCAB_OUT    ?= $(WORK)/vocab
 SHARDS_OUT   ?= $(WORK)/shards
+RUNS_DIR     ?= artifacts/runs
+REPORT_DIR   ?= artifacts/compare
+RUN_ID       ?=
 INPUT        ?=
 SET          ?=
 ZIP          := dist/reviewpipe.zip
@@ -28,7 +31,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode explain run test test-slow bench package clean
+.PHONY: help setup java-check data ingest vocab encode train resume compare explain run test test-slow bench package clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,6 +69,15 @@ vocab: $(STAMP) $(ZIP) ## Spark vocabulary over vocab.splits of $(INGEST_OUT)/re
 
 encode: $(STAMP) $(ZIP) ## Spark encode of every split -> $(SHARDS_OUT) (Parquet shards + _manifest.json)
 	$(SUBMIT) jobs/encode.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(SHARDS_OUT) $(JOBARGS)
+
+train: $(STAMP) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ...")
+	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
+
+resume: $(STAMP) ## continue the latest unfinished run (or RUN_ID=...) from its last checkpoint
+	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --resume $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
+
+compare: $(STAMP) ## train GRU and LSTM with the same settings; curves side by side + table in $(REPORT_DIR)
+	$(PY) jobs/compare.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --report $(REPORT_DIR) $(JOBARGS)
 
 TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an olympic sprinter, with a spear in hand covering themselves with leaves and tiger skin, for their breakfast
 explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)

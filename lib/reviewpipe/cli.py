@@ -16,8 +16,8 @@ class JobError(RuntimeError):
     """A job cannot proceed; the message is the one line a scheduler shows."""
 
 
-def job_parser(prog: str, description: str, submit_example: str) -> argparse.ArgumentParser:
-    """A parser with the options every job shares: --conf, --set, --master."""
+def job_parser(prog: str, description: str, submit_example: str, spark: bool = True) -> argparse.ArgumentParser:
+    """A parser with the options every job shares: --conf, --set, and --master for Spark jobs."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -27,8 +27,9 @@ def job_parser(prog: str, description: str, submit_example: str) -> argparse.Arg
                         help="pipeline TOML (default: built-in defaults, identical to conf/pipeline.toml)")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                         dest="overrides", help="override one setting; repeatable")
-    parser.add_argument("--master", default=None,
-                        help="Spark master (default: spark-submit's, else local[*])")
+    if spark:
+        parser.add_argument("--master", default=None,
+                            help="Spark master (default: spark-submit's, else local[*])")
     return parser
 
 

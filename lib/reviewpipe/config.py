@@ -23,8 +23,8 @@ class ConfigError(ValueError):
 
 
 def _opt(default: Any, *, choices: Sequence[Any] | None = None, min: float | None = None,
-         max: float | None = None, doc: str = "") -> Any:
-    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+         max: float | None = None, doc: str = "", int_ok: bool = False) -> Any:
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc, "int_ok": int_ok}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,6 +87,40 @@ class EncodeConf:
 
 
 @dataclass(frozen=True)
+class ModelConf:
+    preset: str = _opt("default", choices=("default", "seed"),
+                       doc="fills model/train keys you do not set; see PRESETS")
+    cell: str = _opt("lstm", choices=("lstm", "gru"))
+    bidirectional: bool = _opt(False)
+    layers: int = _opt(1, min=1, max=8)
+    units: int = _opt(64, min=1)
+    embedding_dim: str = _opt("64", int_ok=True, doc="a positive integer, or auto = round(vocabulary size ** 0.25)")
+    pooling: str = _opt("max", choices=("last", "max", "mean"), doc="over time, after the last recurrent layer")
+    embedding_dropout: float = _opt(0.25, min=0.0, max=0.9, doc="on the embedded sequence (never recurrent_dropout)")
+    dropout: float = _opt(0.25, min=0.0, max=0.9, doc="between recurrent layers and before the output")
+    mask: str = _opt("auto", choices=("auto", "on", "off"),
+                     doc="auto: mask padding when shards are post-padded (cuDNN needs right-padded masks)")
+
+
+@dataclass(frozen=True)
+class TrainConf:
+    maxlen: int = _opt(0, min=0, doc="0 = the shards' maxlen; smaller crops them as encode would")
+    epochs: int = _opt(6, min=1)
+    batch_size: int = _opt(64, min=1)
+    optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
+    learning_rate: float = _opt(0.002, min=0.0)
+    clipnorm: float = _opt(1.0, min=0.0, doc="0 disables gradient clipping")
+    seed: int = _opt(42, min=0)
+    early_stopping_patience: int = _opt(2, min=0, doc="epochs without a better val_loss; 0 disables")
+    shuffle_buffer: int = _opt(20000, min=1)
+    precision: str = _opt("auto", choices=("auto", "float32", "mixed_float16"),
+                          doc="auto: mixed_float16 on GPUs, float32 on the CPU")
+    deterministic: bool = _opt(True, doc="enable TF op determinism (reproducible CPU runs)")
+    steps_per_epoch: int = _opt(0, min=0, doc="0 = one pass over the train split")
+    embeddings_export: bool = _opt(True, doc="write vectors.tsv/metadata.tsv")
+
+
+@dataclass(frozen=True)
 class SparkConf:
     defaults_file: str = _opt("conf/spark-defaults.conf")
     app_name: str = _opt("reviewpipe")
@@ -101,6 +135,8 @@ class PipelineConf:
     tokenizer: TokenizerConf = field(default_factory=TokenizerConf)
     vocab: VocabConf = field(default_factory=VocabConf)
     encode: EncodeConf = field(default_factory=EncodeConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    train: TrainConf = field(default_factory=TrainConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -108,6 +144,19 @@ class PipelineConf:
 
 
 SECTIONS: dict[str, type] = dict(typing.get_type_hints(PipelineConf))
+
+# model.preset fills these keys unless the conf file or --set gives them.  "seed" is the
+# seed notebook's model: Embedding(num_words, 32) -> LSTM(32) (or GRU), RMSprop, maxlen 200,
+# last state, no dropout.  "default" is the field defaults above.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "seed": {
+        "model": {"units": 32, "embedding_dim": "32", "pooling": "last", "embedding_dropout": 0.0,
+                  "dropout": 0.0, "bidirectional": False, "layers": 1},
+        "train": {"maxlen": 200, "optimizer": "rmsprop", "learning_rate": 0.001, "clipnorm": 0.0,
+                  "batch_size": 128, "epochs": 10, "early_stopping_patience": 0},
+    },
+}
 
 
 def _coerce(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> Any:
@@ -128,6 +177,8 @@ def _coerce(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         out = float(value)
     elif ftype is str:
+        if isinstance(value, int) and not isinstance(value, bool) and meta.get("int_ok"):
+            value = str(value)  # e.g. model.embedding_dim = 64
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         out = value
@@ -175,6 +226,12 @@ def _validate(conf: PipelineConf) -> None:
     overlap = {s.lower() for s in conf.ingest.positive_labels} & {s.lower() for s in conf.ingest.negative_labels}
     if overlap:
         raise ConfigError(f"ingest.positive_labels: {sorted(overlap)!r} are also negative labels")
+    dim = conf.model.embedding_dim
+    if dim != "auto" and not (dim.isdigit() and int(dim) > 0):
+        raise ConfigError(f"model.embedding_dim: expected a positive integer or 'auto', got {dim!r}")
+    if conf.train.maxlen > conf.encode.maxlen:
+        raise ConfigError(f"train.maxlen: {conf.train.maxlen} is above encode.maxlen {conf.encode.maxlen}; "
+                          f"the trainer can only crop shards, re-encode for longer sequences")
     if conf.tokenizer.oov_token and conf.tokenizer.oov_token.strip() != conf.tokenizer.oov_token:
         raise ConfigError(f"tokenizer.oov_token: must not have surrounding spaces, got {conf.tokenizer.oov_token!r}")
 
@@ -217,6 +274,12 @@ def load_conf(path: str | Path | None = None, overrides: Sequence[str] = ()) -> 
     for item in overrides:
         section, key, value = parse_override(item)
         raw[section][key] = value
+    # The preset sits between the built-in defaults and what the file and --set give.
+    preset = raw["model"].get("preset", ModelConf.preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"model.preset: {preset!r} is not one of {', '.join(map(repr, PRESETS))}")
+    for section, values in PRESETS[preset].items():
+        raw[section] = {**values, **raw[section]}
     conf = PipelineConf(**{name: _build_section(name, values) for name, values in raw.items()})
     _validate(conf)
     return conf

@@ -72,6 +72,20 @@ MATRIX = "matrix"
 SHARD_COLUMNS = (REVIEW_ID, LABEL, IDS, LENGTH, OOV)
 MANIFEST = "_manifest.json"
 
+# --- model run folder (DESIGN: model run) ----------------------------------------------------
+RUN_MODEL = "model.keras"
+RUN_SERVING = "serving"
+RUN_VOCAB = "vocab"
+RUN_HISTORY = "history.csv"
+RUN_METRICS = "metrics.json"
+RUN_CURVES = "curves.png"
+RUN_VECTORS = "vectors.tsv"
+RUN_METADATA = "metadata.tsv"
+RUN_CONF = "conf.json"
+RUN_META = "run.json"
+RUN_CHECKPOINTS = "checkpoints"
+PAD_LABEL = "[PAD]"  # metadata.tsv label of row 0
+
 # --- data step -----------------------------------------------------------------------------
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACLIMDB_ARCHIVES = ("aclImdb_v1.tar.gz", "aclImdb_train.tar.gz")

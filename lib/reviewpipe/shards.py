@@ -45,14 +45,38 @@ def split_files(shards_dir: str | Path, manifest: dict, split: str) -> list[str]
     return [str(Path(shards_dir) / f["path"]) for f in info["files"]]
 
 
-def iter_file(path: str, maxlen: int, labelled: bool = True, batch_rows: int = 4096) -> Iterator[tuple]:
-    """Yield (ids [n, maxlen] int32, labels [n] float32) per record batch of one file."""
+def crop(ids: np.ndarray, lengths: np.ndarray, maxlen: int, padding: str, truncating: str) -> np.ndarray:
+    """Re-pad rows padded to ``ids.shape[1]`` down to ``maxlen``, as encode would have.
+
+    A row holds ``min(length, M)`` tokens, already truncated by ``truncating``; truncating
+    again the same way and padding the same way gives exactly what encoding with ``maxlen``
+    gives (``pad_sequences`` semantics).
+    """
+    m_src = ids.shape[1]
+    if maxlen >= m_src:
+        return ids
+    n = np.minimum(lengths.astype(np.int64), m_src)[:, None]     # tokens held per row
+    m = np.minimum(n, maxlen)                                      # tokens kept per row
+    first = n - m if truncating == "pre" else np.zeros_like(n)   # first kept token
+    k = np.arange(maxlen)[None, :] - ((maxlen - m) if padding == "pre" else 0)  # token slot
+    valid = (k >= 0) & (k < m)
+    j = first + k                                                  # token number in the row
+    src = j + ((m_src - n) if padding == "pre" else 0)
+    out = np.take_along_axis(ids, np.clip(src, 0, m_src - 1), axis=1)
+    return np.where(valid, out, C.PAD_INDEX).astype(np.int32, copy=False)
+
+
+def iter_file(path: str, maxlen: int, labelled: bool = True, batch_rows: int = 4096,
+              crop_to: int = 0, padding: str = "post", truncating: str = "pre") -> Iterator[tuple]:
+    """Yield (ids [n, maxlen or crop_to] int32, labels [n] float32) per record batch of one file."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=[C.IDS, C.LABEL]):
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=[C.IDS, C.LABEL, C.LENGTH]):
         ids = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, maxlen)
         labels = batch.column(1).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float32)
+        if crop_to and crop_to < maxlen:
+            ids = crop(ids, batch.column(2).to_numpy(zero_copy_only=False), crop_to, padding, truncating)
         if labelled:  # unlabelled rows (label null) cannot train a classifier
             keep = labels >= 0
             ids, labels = ids[keep], labels[keep]
@@ -61,13 +85,19 @@ def iter_file(path: str, maxlen: int, labelled: bool = True, batch_rows: int = 4
 
 def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_fingerprint: str,
                  shuffle: bool = True, seed: int = 0, shuffle_buffer: int = 10_000, cycle_length: int = 4,
-                 num_workers: int = 1, worker_index: int = 0, labelled: bool = True):
-    """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards."""
+                 num_workers: int = 1, worker_index: int = 0, labelled: bool = True, maxlen: int = 0,
+                 repeat: bool = False):
+    """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards.
+
+    ``maxlen`` (0 = the shards') crops every row as encoding with that maxlen would.
+    """
     import tensorflow as tf
 
     manifest = load_manifest(shards_dir)
     check_fingerprint(manifest, vocab_fingerprint, shards_dir)
-    maxlen = int(manifest["maxlen"])
+    src_len = int(manifest["maxlen"])
+    out_len = maxlen if 0 < maxlen < src_len else src_len
+    padding, truncating = manifest.get("padding", "post"), manifest.get("truncating", "pre")
     files = split_files(shards_dir, manifest, split)
     if num_workers > 1:
         if len(files) < num_workers:
@@ -75,13 +105,17 @@ def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_f
                               f"re-encode with a smaller encode.rows_per_file")
         files = files[worker_index::num_workers]
     rows_per_batch = int(manifest.get("row_group_rows", 4096))
-    spec = (tf.TensorSpec((None, maxlen), tf.int32), tf.TensorSpec((None,), tf.float32))
+    spec = (tf.TensorSpec((None, out_len), tf.int32), tf.TensorSpec((None,), tf.float32))
+
+    def read(p):
+        return iter_file(p.decode(), src_len, labelled, rows_per_batch, out_len, padding, truncating)
 
     def file_dataset(path):
-        return tf.data.Dataset.from_generator(
-            lambda p: iter_file(p.decode(), maxlen, labelled, rows_per_batch), args=(path,), output_signature=spec)
+        return tf.data.Dataset.from_generator(read, args=(path,), output_signature=spec)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if repeat:
+        ds = ds.repeat()
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(file_dataset, cycle_length=min(cycle_length, len(files)),
@@ -90,3 +124,25 @@ def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_f
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def split_rows(manifest: dict, split: str) -> int:
+    info = manifest["splits"].get(split)
+    return int(info["rows"]) if info else 0
+
+
+def labelled_rows(files: list[str]) -> int:
+    """Rows with a label, from the Parquet footers (row counts minus the label's null count)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in files:
+        md = pq.ParquetFile(path).metadata
+        col = md.schema.to_arrow_schema().get_field_index(C.LABEL)
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            stats = rg.column(col).statistics
+            if stats is None or not stats.has_null_count:
+                raise ShardsError(f"{path}: no label null count in the footer; re-encode the shards")
+            total += rg.num_rows - stats.null_count
+    return total

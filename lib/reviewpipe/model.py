@@ -1,0 +1,166 @@
+"""Embedding -> [Bidirectional] LSTM/GRU -> pooling over time -> Dense(1, sigmoid), from conf.
+
+cuDNN: Keras runs the fused cuDNN kernel when the layer keeps its default activations,
+``recurrent_dropout=0``, ``unroll=False`` and ``use_bias=True`` (GRU: ``reset_after=True``)
+and the mask, if any, is right-padded with no fully masked row.  The builder keeps all of
+these: dropout goes on the embedded sequence and between layers, never as
+``recurrent_dropout``; masks are used only with post-padded shards; and :class:`PaddingMask`
+always keeps the first step, so an empty review (all padding) is one padding step instead of
+a fully masked row, which the cuDNN kernel rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+from keras import layers, ops
+
+from reviewpipe import constants as C
+from reviewpipe.config import ConfigError, ModelConf, TrainConf
+
+log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable(package="reviewpipe")
+class PaddingMask(layers.Layer):
+    """Pass the embedded sequence through and attach ``ids != 0`` with the first step kept."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return inputs[1]
+
+    def compute_mask(self, inputs, previous_mask=None):
+        ids = inputs[0]
+        first = ops.arange(ops.shape(ids)[1]) == 0
+        return ops.logical_or(ops.not_equal(ids, C.PAD_INDEX), ops.expand_dims(first, 0))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
+
+
+@keras.saving.register_keras_serializable(package="reviewpipe")
+class TimePooling(layers.Layer):
+    """Max or mean over time that ignores masked (padding) steps."""
+
+    def __init__(self, mode: str = "max", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("max", "mean"):
+            raise ValueError(f"TimePooling mode must be max or mean, got {mode!r}")
+        self.mode = mode
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.max(inputs, axis=1) if self.mode == "max" else ops.mean(inputs, axis=1)
+        m = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        if self.mode == "max":
+            lowest = ops.cast(-6.0e4, inputs.dtype)  # below any tanh output, float16-safe
+            return ops.max(inputs * m + lowest * (1 - m), axis=1)
+        return ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What :func:`build_model` will build, decided before TensorFlow does any work."""
+
+    vocab_rows: int
+    embedding_dim: int
+    maxlen: int
+    masked: bool
+    cudnn: bool
+    cudnn_reason: str
+
+
+def plan(mc: ModelConf, vocab_rows: int, maxlen: int, padding: str) -> ModelPlan:
+    """Resolve ``auto`` settings and check the padding/masking rules for the cuDNN kernel."""
+    dim = round(vocab_rows ** 0.25) if mc.embedding_dim == "auto" else int(mc.embedding_dim)
+    if mc.mask == "on" and padding == "pre":
+        raise ConfigError("model.mask: 'on' needs post-padded shards (encode.padding=post); a mask over "
+                          "left padding is not right-padded and cannot use the cuDNN kernel")
+    masked = mc.mask == "on" or (mc.mask == "auto" and padding == "post")
+    if not masked and padding == "post" and mc.pooling == "last":
+        log.warning("post-padded shards without a mask: the last state is read after the padding")
+    reason = ("defaults kept (tanh/sigmoid, no recurrent_dropout, use_bias, no unroll"
+              + (", reset_after" if mc.cell == "gru" else "") + ")"
+              + ("; mask is right-padded" if masked else "; no mask"))
+    return ModelPlan(vocab_rows, max(1, dim), maxlen, masked, True, reason)
+
+
+def build_model(mc: ModelConf, p: ModelPlan) -> keras.Model:
+    """The classifier; the output layer is float32 under a mixed precision policy."""
+    ids = keras.Input((p.maxlen,), dtype="int32", name=C.IDS)
+    x = layers.Embedding(p.vocab_rows, p.embedding_dim, name="embedding")(ids)
+    if p.masked:
+        x = PaddingMask(name="padding_mask")([ids, x])
+    if mc.embedding_dropout:
+        x = layers.SpatialDropout1D(mc.embedding_dropout, name="embedding_dropout")(x)
+    rnn = layers.LSTM if mc.cell == "lstm" else layers.GRU
+    for i in range(mc.layers):
+        last = i == mc.layers - 1
+        layer = rnn(mc.units, return_sequences=not (last and mc.pooling == "last"), name=f"{mc.cell}_{i + 1}")
+        if mc.bidirectional:
+            layer = layers.Bidirectional(layer, name=f"bi_{mc.cell}_{i + 1}")
+        x = layer(x)
+        if not last and mc.dropout:
+            x = layers.Dropout(mc.dropout, name=f"dropout_{i + 1}")(x)
+    if mc.pooling != "last":
+        x = TimePooling(mc.pooling, name=f"{mc.pooling}_over_time")(x)
+    if mc.dropout:
+        x = layers.Dropout(mc.dropout, name="output_dropout")(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="sentiment")(x)
+    return keras.Model(ids, out, name=f"{'bi' if mc.bidirectional else ''}{mc.cell}_classifier")
+
+
+def compile_model(model: keras.Model, tc: TrainConf) -> None:
+    kwargs = {"learning_rate": tc.learning_rate}
+    if tc.clipnorm:
+        kwargs["clipnorm"] = tc.clipnorm
+    opt = keras.optimizers.Adam(**kwargs) if tc.optimizer == "adam" else keras.optimizers.RMSprop(**kwargs)
+    model.compile(optimizer=opt, loss="binary_crossentropy",
+                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+
+
+def recurrent_layers(model: keras.Model) -> list:
+    """The LSTM/GRU layers (inside Bidirectional wrappers too)."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, layers.Bidirectional):
+            out += [layer.forward_layer, layer.backward_layer]
+        elif isinstance(layer, (layers.LSTM, layers.GRU)):
+            out.append(layer)
+    return out
+
+
+def cudnn_blockers(layer) -> list[str]:
+    """Why ``layer`` cannot use the fused cuDNN kernel (empty when it can)."""
+    cell = layer.cell
+    bad = []
+    if cell.activation is not keras.activations.tanh:
+        bad.append("activation is not tanh")
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        bad.append("recurrent_activation is not sigmoid")
+    if getattr(cell, "recurrent_dropout", 0):
+        bad.append("recurrent_dropout > 0")
+    if layer.unroll:
+        bad.append("unroll=True")
+    if not cell.use_bias:
+        bad.append("use_bias=False")
+    if isinstance(layer, layers.GRU) and not cell.reset_after:
+        bad.append("reset_after=False")
+    if layer.use_cudnn is False:
+        bad.append("use_cudnn=False")
+    return bad

@@ -1,0 +1,377 @@
+"""The trainer: encoded shards (streamed) -> a model run folder.
+
+Run folder ``RUNS_DIR/<run_id>/`` (DESIGN: model run)::
+
+    model.keras          the best epoch's Keras model (restored by early stopping)
+    serving/             SavedModel taking raw strings: ``serve`` -> probability, ``encode`` -> ids
+    vocab/               a copy of the vocabulary artifact the run was trained with
+    history.csv          one row per epoch (Keras CSVLogger)
+    metrics.json         validation accuracy/AUC/loss, epochs, wall time, throughput, hardware
+    curves.png           training vs validation accuracy and loss
+    vectors.tsv, metadata.tsv   the embedding matrix in TensorBoard projector form (row i = id i)
+    conf.json            the full resolved conf
+    run.json             run id, status, vocabulary fingerprint, shards, sequence settings
+    checkpoints/         while running: the last epoch (model + optimizer) and early-stopping state
+
+A run killed mid-way (SIGTERM, SIGKILL, a crash) keeps ``checkpoints/`` from its last finished
+epoch; ``--resume`` continues from there and finishes the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from reviewpipe import constants as C
+from reviewpipe import shards
+from reviewpipe.cli import JobError
+from reviewpipe.config import PipelineConf
+from reviewpipe.vocab import Vocabulary, load_vocab
+
+log = logging.getLogger(__name__)
+
+RUNNING, COMPLETE = "running", "complete"
+
+
+class TrainError(JobError):
+    """Training cannot start or continue; the message says why."""
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived: stop, keeping the last finished epoch's checkpoint."""
+
+
+# ---------------------------------------------------------------------------------------
+# hardware
+
+@dataclass
+class Hardware:
+    strategy: object
+    strategy_name: str
+    device: str
+    gpus: int
+    precision: str
+    worker_index: int = 0
+    num_workers: int = 1
+
+
+def detect_hardware(precision: str = "auto") -> Hardware:
+    """One GPU: mixed precision; several: MirroredStrategy; TF_CONFIG: multi-worker; else the CPU."""
+    import tensorflow as tf
+    import keras
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for g in gpus:
+        tf.config.experimental.set_memory_growth(g, True)
+    if os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        task = tf_config.get("task", {})
+        workers = len(tf_config.get("cluster", {}).get("worker", [])) or 1
+        name, index = "MultiWorkerMirroredStrategy", int(task.get("index", 0))
+    elif len(gpus) > 1:
+        strategy, name, index, workers = tf.distribute.MirroredStrategy(), "MirroredStrategy", 0, 1
+    else:
+        strategy, name, index, workers = tf.distribute.get_strategy(), "default (one device)", 0, 1
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"{len(gpus)} GPU ({details.get('device_name', 'GPU')})"
+    else:
+        device = f"CPU ({os.cpu_count()} cores)"
+    if precision == "auto":
+        precision = "mixed_float16" if gpus else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    return Hardware(strategy, name, device, len(gpus), precision, index, workers)
+
+
+# ---------------------------------------------------------------------------------------
+# run folder
+
+def new_run_id(conf: PipelineConf) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    bi = "bi" if conf.model.bidirectional else ""
+    return f"{stamp}-{conf.model.preset}-{bi}{conf.model.cell}"
+
+
+def latest_unfinished(runs_dir: Path) -> Path | None:
+    found = []
+    for run in runs_dir.glob("*/run.json"):
+        meta = json.loads(run.read_text(encoding="utf-8"))
+        if meta.get("status") != COMPLETE and (run.parent / C.RUN_CHECKPOINTS / "state.json").is_file():
+            found.append(run.parent)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def export_projector(weights: np.ndarray, vocab: Vocabulary, out_dir: Path) -> None:
+    """vectors.tsv (row i = the vector of id i) and metadata.tsv (one label per row, no header)."""
+    labels = [C.PAD_LABEL] * weights.shape[0]
+    spec = vocab.tokenizer
+    if spec.oov_token and weights.shape[0] > C.OOV_INDEX:
+        labels[C.OOV_INDEX] = spec.oov_token
+    first = spec.first_word_index
+    for i, tok in enumerate(vocab.tokens[: max(0, weights.shape[0] - first)]):
+        labels[first + i] = tok.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    np.savetxt(out_dir / C.RUN_VECTORS, weights.astype(np.float32), delimiter="\t", fmt="%.6g")
+    (out_dir / C.RUN_METADATA).write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# callbacks
+
+def _make_checkpointer(ckpt: Path, patience: int, state: dict):
+    import keras
+
+    class Checkpointer(keras.callbacks.Callback):
+        """Each epoch: save the model + optimizer (atomically), the best weights and the
+        early-stopping state, so ``--resume`` continues exactly where the run stopped."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            state["epoch_seconds"].append(round(time.perf_counter() - self._t0, 3))
+            val_loss = float(logs.get("val_loss", math.inf))
+            if val_loss < state["best_val_loss"]:
+                state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
+                self.model.save_weights(ckpt / "best.weights.h5")
+            else:
+                state["wait"] += 1
+            state["epochs_done"] = epoch + 1
+            with _no_interrupt():  # the checkpoint and its state are written as a pair
+                tmp = ckpt / "last.tmp.keras"
+                self.model.save(tmp)
+                os.replace(tmp, ckpt / "last.keras")
+                _write_json(ckpt / "state.json", state)
+            if patience and state["wait"] >= patience:
+                log.info("early stopping: val_loss has not improved for %d epochs (best %.4f at epoch %d)",
+                         state["wait"], state["best_val_loss"], state["best_epoch"])
+                self.model.stop_training = True
+
+    return Checkpointer()
+
+
+_SIGNALS = {"critical": False, "pending": False}
+
+
+def _on_sigterm(signum, frame):
+    if _SIGNALS["critical"]:
+        _SIGNALS["pending"] = True
+        return
+    raise Interrupted()
+
+
+class _no_interrupt:
+    """Defer SIGTERM until the block ends, so a checkpoint is never half written."""
+
+    def __enter__(self):
+        _SIGNALS["critical"] = True
+
+    def __exit__(self, *exc):
+        _SIGNALS["critical"] = False
+        if _SIGNALS["pending"]:
+            _SIGNALS["pending"] = False
+            raise Interrupted()
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# the job
+
+def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *, run_id: str | None = None,
+          resume: bool = False, verbose: int | None = None) -> dict:
+    """Train one model into ``runs_dir/<run_id>`` and return its metrics."""
+    t_start = time.perf_counter()
+    tc, mc = conf.train, conf.model
+    vocab = load_vocab(None, vocab_dir)
+    manifest = shards.load_manifest(shards_dir)
+    shards.check_fingerprint(manifest, vocab.fingerprint, shards_dir)
+    for split in (C.TRAIN, C.VAL):
+        if not shards.split_rows(manifest, split):
+            raise TrainError(f"{shards_dir} has no {split!r} rows; training needs train and val shards "
+                             f"(ingest carves val from train with ingest.val_fraction > 0)")
+    src_len = int(manifest["maxlen"])
+    if tc.maxlen > src_len:
+        raise TrainError(f"train.maxlen {tc.maxlen} is longer than the shards' maxlen {src_len}; re-encode "
+                         f"with --set encode.maxlen={tc.maxlen}")
+    maxlen = tc.maxlen or src_len
+    padding, truncating = manifest["padding"], manifest["truncating"]
+
+    runs = Path(runs_dir)
+    if resume and not run_id:
+        found = latest_unfinished(runs)
+        if found is None:
+            raise TrainError(f"--resume: no unfinished run with a checkpoint in {runs}")
+        run_id = found.name
+    run_id = run_id or new_run_id(conf)
+    run_dir = runs / run_id
+    ckpt = run_dir / C.RUN_CHECKPOINTS
+    if resume:
+        meta = json.loads((run_dir / C.RUN_META).read_text(encoding="utf-8")) if (run_dir / C.RUN_META).is_file() else {}
+        if meta.get("status") == COMPLETE:
+            raise TrainError(f"run {run_dir} is already complete; nothing to resume")
+        if not (ckpt / "state.json").is_file():
+            raise TrainError(f"--resume: {run_dir} has no checkpoint (it stopped before its first epoch "
+                             f"ended); start a new run")
+        if meta.get("vocab_fingerprint") != vocab.fingerprint:
+            raise TrainError(f"--resume: {run_dir} was trained with vocabulary "
+                             f"{str(meta.get('vocab_fingerprint'))[:12]}…, not {vocab.fingerprint[:12]}…")
+        conf_used = json.loads((run_dir / C.RUN_CONF).read_text(encoding="utf-8"))
+        if conf_used != conf.to_dict():
+            log.warning("--resume: the conf differs from the run's conf.json; continuing with the run's "
+                        "model (the checkpoint) and the new training settings")
+    elif run_dir.exists():
+        raise TrainError(f"run folder {run_dir} already exists; pick another --run-id or pass --resume")
+
+    import keras
+    import tensorflow as tf
+
+    from reviewpipe import model as M
+    from reviewpipe.plots import plot_curves, read_history
+    from reviewpipe.serving import export_serving
+
+    hw = detect_hardware(tc.precision)
+    keras.utils.set_random_seed(tc.seed)
+    if tc.deterministic and not hw.gpus:
+        tf.config.experimental.enable_op_determinism()
+
+    rows = {s: shards.split_rows(manifest, s) for s in manifest["splits"]}
+    train_files = shards.split_files(shards_dir, manifest, C.TRAIN)
+    n_train = shards.labelled_rows(train_files)
+    n_val = shards.labelled_rows(shards.split_files(shards_dir, manifest, C.VAL))
+    global_batch = tc.batch_size * hw.strategy.num_replicas_in_sync
+    steps = tc.steps_per_epoch or math.ceil(n_train / global_batch)
+    worker_share = dict(num_workers=hw.num_workers, worker_index=hw.worker_index)
+    train_ds = shards.make_dataset(shards_dir, C.TRAIN, batch_size=global_batch, vocab_fingerprint=vocab.fingerprint,
+                                   shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=maxlen,
+                                   repeat=bool(tc.steps_per_epoch), **worker_share)
+    if not tc.steps_per_epoch and hw.num_workers == 1:
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
+    val_batch = max(global_batch, 256)
+    val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False,
+                                 vocab_fingerprint=vocab.fingerprint, maxlen=maxlen)
+    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n_val / val_batch)))
+    if hw.num_workers > 1:  # each worker already reads its own files
+        opts = tf.data.Options()
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        train_ds = train_ds.with_options(opts)
+
+    plan = M.plan(mc, vocab.size, maxlen, padding)
+    state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "epoch_seconds": []}
+    with hw.strategy.scope():
+        if resume:
+            model = keras.models.load_model(ckpt / "last.keras")
+            state.update(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
+        else:
+            model = M.build_model(mc, plan)
+            M.compile_model(model, tc)
+    blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
+    cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
+
+    if not resume:
+        run_dir.mkdir(parents=True)
+        ckpt.mkdir()
+        shutil.copytree(vocab_dir, run_dir / C.RUN_VOCAB)
+        _write_json(run_dir / C.RUN_CONF, conf.to_dict())
+    meta = {"run_id": run_id, "status": RUNNING, "vocab_fingerprint": vocab.fingerprint,
+            "shards": str(Path(shards_dir).resolve()), "vocab": str(Path(vocab_dir).resolve()),
+            "maxlen": maxlen, "padding": padding, "truncating": truncating, "masked": plan.masked,
+            "tokenizer": vocab.tokenizer.to_dict(), "vocab_size": vocab.size,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_json(run_dir / C.RUN_META, meta)
+
+    summary = [
+        f"run        {run_dir}{'  (resumed after epoch %d)' % state['epochs_done'] if resume else ''}",
+        f"device     {hw.device}; strategy {hw.strategy_name} ({hw.strategy.num_replicas_in_sync} replica(s)); "
+        f"precision {hw.precision}",
+        f"cuDNN      {cudnn}{' (used when a GPU runs the layer)' if not hw.gpus else ''}; {plan.cudnn_reason}",
+        f"data       rows {rows}; training on {n_train} train / {n_val} val; maxlen {maxlen} "
+        f"(shards {src_len}, {padding}-padded, {truncating}-truncated)",
+        f"schedule   {steps} steps/epoch x {tc.epochs} epochs, batch {global_batch}, {tc.optimizer} "
+        f"lr {tc.learning_rate}, early stopping patience {tc.early_stopping_patience or 'off'}",
+        f"model      {model.name}: {model.count_params():,} parameters; embedding {plan.vocab_rows} x "
+        f"{plan.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
+        f"-> {mc.pooling} pooling",
+    ]
+    print("\n".join(summary), flush=True)
+
+    callbacks = [keras.callbacks.CSVLogger(str(run_dir / C.RUN_HISTORY), append=resume),
+                 _make_checkpointer(ckpt, tc.early_stopping_patience, state)]
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    t_fit = time.perf_counter()
+    try:
+        if state["epochs_done"] < tc.epochs and not (
+                tc.early_stopping_patience and state["wait"] >= tc.early_stopping_patience):
+            model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state["epochs_done"],
+                      steps_per_epoch=steps if tc.steps_per_epoch else None, callbacks=callbacks, verbose=verbose, shuffle=False)
+    except Interrupted:
+        raise TrainError(f"interrupted by SIGTERM after epoch {state['epochs_done']}; continue with --resume "
+                         f"--run-id {run_id}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    fit_seconds = time.perf_counter() - t_fit
+
+    if state["best_epoch"]:
+        model.load_weights(ckpt / "best.weights.h5")
+    results = model.evaluate(val_ds, verbose=0, return_dict=True)
+    model.save(run_dir / C.RUN_MODEL)
+    export_serving(model, vocab.tokens, vocab.tokenizer, maxlen, padding, truncating, run_dir / C.RUN_SERVING)
+    history = read_history(run_dir / C.RUN_HISTORY)
+    plot_curves(history, run_dir / C.RUN_CURVES, f"{'Bi' if mc.bidirectional else ''}{mc.cell.upper()}")
+    if tc.embeddings_export:
+        export_projector(model.get_layer("embedding").get_weights()[0], vocab, run_dir)
+
+    secs = state["epoch_seconds"]
+    epoch_s = float(np.mean(secs)) if secs else 0.0
+    metrics = {
+        "run_id": run_id,
+        "val_accuracy": round(float(results["accuracy"]), 5),
+        "val_auc": round(float(results["auc"]), 5),
+        "val_loss": round(float(results["loss"]), 5),
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epochs_done"],
+        "train_rows": n_train, "val_rows": n_val,
+        "parameters": int(model.count_params()),
+        "seconds_per_epoch": round(epoch_s, 2),
+        "examples_per_second": round(min(n_train, steps * global_batch) / epoch_s, 1) if epoch_s else None,
+        "fit_seconds_this_process": round(fit_seconds, 2),
+        "wall_seconds": round(sum(secs), 2),
+        "device": hw.device, "strategy": hw.strategy_name, "precision": hw.precision, "cudnn": cudnn,
+        "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
+        "bidirectional": mc.bidirectional, "maxlen": maxlen,
+    }
+    _write_json(run_dir / C.RUN_METRICS, metrics)
+    shutil.rmtree(ckpt)
+    _write_json(run_dir / C.RUN_META, {**meta, "status": COMPLETE,
+                                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    print(f"done       val_accuracy {metrics['val_accuracy']:.4f}  val_auc {metrics['val_auc']:.4f}  "
+          f"val_loss {metrics['val_loss']:.4f}  best epoch {state['best_epoch']}/{state['epochs_done']}  "
+          f"{epoch_s:.1f} s/epoch  {metrics['examples_per_second']} examples/s  "
+          f"total {time.perf_counter() - t_start:.0f} s\n           {run_dir}", flush=True)
+    return metrics
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,168 @@
+"""The trainer end to end on a few hundred real reviews: artifacts, determinism, resume, serving."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import IMDB_CSV, ROOT, require
+from reviewpipe import constants as C
+from reviewpipe.config import load_conf
+from reviewpipe.tokenizer import pad, texts_to_ids, tokenize
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+N_TRAIN, N_VAL = 1200, 400
+SMALL = ["vocab.num_words=3000", "encode.maxlen=160", "encode.rows_per_file=256", "encode.row_group_rows=128",
+         "model.units=16", "model.embedding_dim=16", "train.batch_size=32", "train.learning_rate=0.005",
+         "train.maxlen=120", "model.embedding_dropout=0.1", "model.dropout=0.1"]
+
+
+def small_conf(conf, *extra):
+    return load_conf(None, [f"spark.defaults_file={conf.spark.defaults_file}", *SMALL, *extra])
+
+
+@pytest.fixture(scope="module")
+def data(spark, conf, tmp_path_factory):
+    """Real reviews -> vocab -> shards with the Spark jobs (1,200 train, 400 val)."""
+    from reviewpipe.encode import encode
+    from reviewpipe.vocab import build_vocab
+
+    df = pd.read_csv(require(IMDB_CSV), nrows=N_TRAIN + N_VAL)
+    root = tmp_path_factory.mktemp("pipeline")
+    rows = [(f"csv/{i}", C.TRAIN if i < N_TRAIN else C.VAL, int(s == "positive"), None, t, "test", i)
+            for i, (t, s) in enumerate(zip(df["review"], df["sentiment"]))]
+    (spark.createDataFrame(rows, "review_id string, split string, label tinyint, rating tinyint, text string, "
+                                 "source string, ordinal long")
+     .write.partitionBy(C.SPLIT).parquet(str(root / "reviews")))
+    c = small_conf(conf)
+    build_vocab(spark, str(root / "reviews"), str(root / "vocab"), c)
+    encode(spark, str(root / "reviews"), str(root / "vocab"), str(root / "shards"), c)
+    return {"root": root, "texts": df["review"].tolist(), "conf": c}
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    from reviewpipe.train import train
+
+    metrics = train(str(data["root"] / "shards"), str(data["root"] / "vocab"), str(data["root"] / "runs"),
+                    small_conf(data["conf"], "train.epochs=3"), run_id="r1", verbose=0)
+    return data["root"] / "runs" / "r1", metrics
+
+
+def test_training_beats_chance_and_writes_every_artifact(run, data):
+    run_dir, metrics = run
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {C.RUN_MODEL, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES,
+                     C.RUN_VECTORS, C.RUN_METADATA, C.RUN_CONF, C.RUN_META}
+    assert metrics["val_accuracy"] > 0.6 and metrics["val_auc"] > 0.65  # chance is 0.5 on 400 reviews
+    assert metrics["train_rows"] == N_TRAIN and metrics["val_rows"] == N_VAL and metrics["epochs"] == 3
+    on_disk = json.loads((run_dir / C.RUN_METRICS).read_text())
+    assert on_disk == metrics and set(on_disk) >= {"val_accuracy", "val_auc", "val_loss", "epochs", "wall_seconds",
+                                                   "examples_per_second", "seconds_per_epoch", "parameters"}
+    with open(run_dir / C.RUN_HISTORY, newline="") as f:
+        hist = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in hist] == [0, 1, 2]
+    assert set(hist[0]) == {"epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"}
+    meta = json.loads((run_dir / C.RUN_META).read_text())
+    fp = json.loads((data["root"] / "vocab" / C.VOCAB_SPEC).read_text())["fingerprint"]
+    assert meta["status"] == "complete" and meta["vocab_fingerprint"] == fp == metrics["vocab_fingerprint"]
+    assert (meta["maxlen"], meta["padding"], meta["truncating"]) == (120, "post", "pre")
+    assert json.loads((run_dir / C.RUN_CONF).read_text())["model"]["units"] == 16
+    assert (run_dir / C.RUN_CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # projector files: row i of vectors.tsv is id i; metadata labels line up with the vocabulary
+    vectors = np.loadtxt(run_dir / C.RUN_VECTORS, delimiter="\t")
+    labels = (run_dir / C.RUN_METADATA).read_text(encoding="utf-8").split("\n")[:-1]
+    tokens = pq.read_table(data["root"] / "vocab" / C.VOCAB_TABLE).column(C.TOKEN).to_pylist()
+    assert vectors.shape == (len(tokens) + 2, 16) and len(labels) == len(tokens) + 2
+    assert labels[:3] == [C.PAD_LABEL, "[UNK]", tokens[0]] and labels[-1] == tokens[-1]
+
+
+def test_runs_are_reproducible_on_the_cpu(run, data):
+    from reviewpipe.train import train
+
+    metrics = train(str(data["root"] / "shards"), str(data["root"] / "vocab"), str(data["root"] / "runs"),
+                    small_conf(data["conf"], "train.epochs=3"), run_id="r1-again", verbose=0)
+    assert metrics["val_loss"] == run[1]["val_loss"] and metrics["val_accuracy"] == run[1]["val_accuracy"]
+
+
+def test_serving_model_takes_raw_strings_with_the_same_ids(run, data):
+    import keras
+
+    from reviewpipe.serving import load_serving
+    from reviewpipe.vocab import load_vocab
+
+    run_dir, _ = run
+    vocab = load_vocab(None, str(run_dir / C.RUN_VOCAB))
+    texts = data["texts"][N_TRAIN:N_TRAIN + 200] + ["", "Ünïcödé 😀 <br />don't", "x " * 5000]
+    serving = load_serving(run_dir / C.RUN_SERVING)
+    got = serving.encode(texts).numpy()
+    wi = vocab.word_index()
+    want = np.array([pad(texts_to_ids(tokenize(t, vocab.tokenizer), wi, vocab.tokenizer)[0], 120, "post", "pre")
+                     for t in texts], np.int32)
+    np.testing.assert_array_equal(got, want)
+    probs = serving.serve(texts).numpy()
+    model = keras.models.load_model(run_dir / C.RUN_MODEL)
+    np.testing.assert_allclose(probs, model.predict(want, verbose=0).ravel(), rtol=1e-5, atol=1e-6)
+    assert probs.shape == (len(texts),) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_refusals(data, tmp_path):
+    from reviewpipe.shards import ShardsError
+    from reviewpipe.train import TrainError, train
+
+    root = data["root"]
+    with pytest.raises(TrainError, match="already exists; pick another --run-id or pass --resume"):
+        (tmp_path / "runs" / "x").mkdir(parents=True)
+        train(str(root / "shards"), str(root / "vocab"), str(tmp_path / "runs"), data["conf"], run_id="x")
+    spec = json.loads((root / "vocab" / C.VOCAB_SPEC).read_text())
+    manifest = json.loads((root / "shards" / C.MANIFEST).read_text())
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / C.MANIFEST).write_text(json.dumps({**manifest, "vocab_fingerprint": "0" * 64}))
+    with pytest.raises(ShardsError, match=f"encoded with vocabulary 000000000000…, but the given vocabulary is "
+                                          f"{spec['fingerprint'][:12]}…"):
+        train(str(tmp_path / "shards"), str(root / "vocab"), str(tmp_path / "runs"), data["conf"])
+    with pytest.raises(TrainError, match="no unfinished run with a checkpoint"):
+        train(str(root / "shards"), str(root / "vocab"), str(tmp_path / "runs"), data["conf"], resume=True)
+
+
+def test_resume_after_sigterm_finishes_the_run(data):
+    root = data["root"]
+    cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--shards", str(root / "shards"), "--vocab",
+           str(root / "vocab"), "--output", str(root / "runs"), "--run-id", "killed",
+           *[a for s in SMALL + ["train.epochs=4"] for a in ("--set", s)]]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = root / "runs" / "killed" / C.RUN_CHECKPOINTS / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    done = json.loads(state.read_text())["epochs_done"]
+    assert 1 <= done < 4
+    assert f"interrupted by SIGTERM after epoch {done}; continue with --resume --run-id killed" in err
+    assert json.loads((root / "runs" / "killed" / C.RUN_META).read_text())["status"] == "running"
+
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(resumed after epoch {done})" in resumed.stdout
+    run_dir = root / "runs" / "killed"
+    with open(run_dir / C.RUN_HISTORY, newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert json.loads((run_dir / C.RUN_META).read_text())["status"] == "complete"
+    assert json.loads((run_dir / C.RUN_METRICS).read_text())["epochs"] == 4
+    assert not (run_dir / C.RUN_CHECKPOINTS).exists() and (run_dir / C.RUN_MODEL).is_file()

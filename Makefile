@@ -17,6 +17,13 @@ SHARDS_OUT   ?= $(WORK)/shards
 RUNS_DIR     ?= artifacts/runs
 REPORT_DIR   ?= artifacts/compare
 RUN_ID       ?=
+MODEL        ?=
+SCORES_OUT   ?= $(WORK)/scores
+RUN_DATE     ?= $(shell date -u +%F)
+INCOMING     ?= $(DATA_DIR)/incoming
+CLUSTER_DIR  ?= .cluster
+WORKER_CORES ?= 1
+WORKER_MEM   ?= 3g
 INPUT        ?=
 SET          ?=
 ZIP          := dist/reviewpipe.zip
@@ -31,7 +38,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode train resume compare explain run test test-slow bench package clean
+.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate pipeline cluster-up cluster-down explain run test test-slow bench package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +64,11 @@ $(ZIP): $(STAMP) $(shell find lib -name '*.py' 2>/dev/null)
 
 package: $(ZIP) ## build dist/reviewpipe.zip for spark-submit --py-files
 
+package-env: $(STAMP) ## also pack .venv into dist/reviewpipe-env.tar.gz for spark-submit --archives (YARN, Kubernetes)
+	@mkdir -p dist
+	$(PY) -c "import venv_pack, venv_pack.core as c; c.check_no_editable_packages = lambda ctx: None; venv_pack.pack(prefix='$(VENV)', output='dist/reviewpipe-env.tar.gz', force=True, exclude=['*/site-packages/__editable__*', '*/__pycache__/*'])"
+	@echo "built dist/reviewpipe-env.tar.gz (the code itself ships as $(ZIP) through --py-files)"
+
 data: $(STAMP) ## find, verify and extract the aclImdb archive (IMDB_ARCHIVE=... to give one)
 	$(PY) jobs/fetch_data.py $(JOBARGS) $(DATAARGS) $(if $(IMDB_ARCHIVE),--archive $(IMDB_ARCHIVE))
 
@@ -79,15 +91,60 @@ resume: $(STAMP) ## continue the latest unfinished run (or RUN_ID=...) from its 
 compare: $(STAMP) ## train GRU and LSTM with the same settings; curves side by side + table in $(REPORT_DIR)
 	$(PY) jobs/compare.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --report $(REPORT_DIR) $(JOBARGS)
 
+# The newest complete run unless MODEL=artifacts/runs/<run_id> is given.
+LATEST_RUN = $(or $(MODEL),$(shell $(PY) -c "import sys; sys.path.insert(0, 'lib'); from reviewpipe.train import latest_complete; print(latest_complete('$(RUNS_DIR)') or '')" 2>/dev/null))
+SCOREARGS  = --model '$(LATEST_RUN)' --output $(SCORES_OUT) $(JOBARGS)
+
+score: $(STAMP) $(ZIP) ## score INPUT (any ingest format or a reviews table) with MODEL (default: newest run) for RUN_DATE
+	@test -n "$(INPUT)" || { echo "error: give INPUT=path (aclImdb dir/tarball, CSV, JSONL, Parquet or a reviews table)" >&2; exit 2; }
+	$(SUBMIT) jobs/score.py --input '$(INPUT)' --run-date $(RUN_DATE) $(SCOREARGS)
+
+score-pending: $(STAMP) $(ZIP) ## score every $(INCOMING)/date=YYYY-MM-DD without a _SUCCESS in $(SCORES_OUT), oldest first
+	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) $(SCOREARGS)
+
+evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split) and print accuracy, ROC AUC, P/R/F1, confusion matrix
+	$(SUBMIT) jobs/score.py --input '$(or $(INPUT),$(INGEST_OUT)/reviews)' $(if $(INPUT),,--splits val) --run-date $(RUN_DATE) $(SCOREARGS)
+	@$(PY) -c "import json; m = json.load(open('$(SCORES_OUT)/_reports/run_date=$(RUN_DATE)/metrics.json')); c = m['confusion_matrix']['matrix']; print(f\"accuracy {m['accuracy']}  roc_auc {m['roc_auc']}  precision {m['precision']}  recall {m['recall']}  f1 {m['f1']}  rows {m['rows']}\"); print(f'confusion (rows true 0/1, columns predicted 0/1): {c[0]} {c[1]}')"
+
+cluster-up: $(STAMP) ## start a Spark standalone master + 2 workers on 127.0.0.1 (PIDs in $(CLUSTER_DIR)/)
+	@mkdir -p $(CLUSTER_DIR)/logs
+	@for p in $(CLUSTER_DIR)/*.pid; do [ -f "$$p" ] && kill -0 $$(cat $$p) 2>/dev/null && { echo "error: cluster already running ($$p); make cluster-down first" >&2; exit 1; }; done; true
+	SPARK_HOME=$$($(PY) -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))'); \
+	nohup $$SPARK_HOME/bin/spark-class org.apache.spark.deploy.master.Master --host 127.0.0.1 --port 7077 --webui-port 8080 \
+	  > $(CLUSTER_DIR)/logs/master.log 2>&1 & echo $$! > $(CLUSTER_DIR)/master.pid; \
+	for i in 1 2; do \
+	  nohup $$SPARK_HOME/bin/spark-class org.apache.spark.deploy.worker.Worker spark://127.0.0.1:7077 --host 127.0.0.1 \
+	    --cores $(WORKER_CORES) --memory $(WORKER_MEM) --webui-port $$((8080 + i)) --work-dir $(abspath $(CLUSTER_DIR))/work$$i \
+	    > $(CLUSTER_DIR)/logs/worker$$i.log 2>&1 & echo $$! > $(CLUSTER_DIR)/worker$$i.pid; \
+	done
+	@for i in $$(seq 60); do n=$$(grep -c "Registering worker" $(CLUSTER_DIR)/logs/master.log 2>/dev/null || true); [ "$${n:-0}" -ge 2 ] && break; sleep 1; done; \
+	 n=$$(grep -c "Registering worker" $(CLUSTER_DIR)/logs/master.log 2>/dev/null || true); \
+	 if [ "$${n:-0}" -lt 2 ]; then echo "error: workers did not register in 60 s; see $(CLUSTER_DIR)/logs" >&2; $(MAKE) --no-print-directory cluster-down; exit 1; fi
+	@echo "cluster up: spark://127.0.0.1:7077 (UI http://127.0.0.1:8080), 2 workers x $(WORKER_CORES) core(s); PIDs in $(CLUSTER_DIR)/*.pid"
+
+cluster-down: ## stop only the master and workers that cluster-up started
+	@for p in $(CLUSTER_DIR)/worker*.pid $(CLUSTER_DIR)/master.pid; do \
+	  [ -f "$$p" ] || continue; pid=$$(cat $$p); \
+	  if kill -0 $$pid 2>/dev/null; then kill $$pid; for i in $$(seq 20); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
+	    kill -0 $$pid 2>/dev/null && kill -9 $$pid; echo "stopped $$(basename $$p .pid) ($$pid)"; fi; rm -f $$p; \
+	done
+
+pipeline: ## ingest -> vocab -> encode -> score (val) through spark-submit on MASTER (e.g. spark://127.0.0.1:7077)
+	$(MAKE) --no-print-directory ingest vocab encode
+	@test -n "$(LATEST_RUN)" || $(MAKE) --no-print-directory train
+	$(MAKE) --no-print-directory evaluate
+
 TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an olympic sprinter, with a spear in hand covering themselves with leaves and tiger skin, for their breakfast
 explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)
 	$(PY) jobs/explain.py --text "$(TEXT)" --vocab $(VOCAB_OUT) $(JOBARGS)
 
-run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab -> encode
+run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab -> encode -> train -> score val
 	$(MAKE) --no-print-directory ingest
 	$(MAKE) --no-print-directory vocab
 	$(MAKE) --no-print-directory encode
-	@$(PY) -c "import json; m = json.load(open('$(SHARDS_OUT)/_manifest.json')); i = json.load(open('$(INGEST_OUT)/ingest_summary.json')); v = json.load(open('$(VOCAB_OUT)/vocab_summary.json')); print('main job done'); print('  reviews   $(INGEST_OUT)/reviews', i['written_by_split'], 'quarantined', i['rows_quarantined']); print('  vocab     $(VOCAB_OUT)', v['vocabulary_after_cut'], 'words of', v['vocabulary_before_cut'], 'coverage', v['token_coverage'], 'val OOV', v['val_oov_rate']); print('  shards    $(SHARDS_OUT)', {s: d['rows'] for s, d in m['splits'].items()}, 'maxlen', m['maxlen'], 'fingerprint', m['vocab_fingerprint'][:12])"
+	$(MAKE) --no-print-directory train
+	$(MAKE) --no-print-directory evaluate
+	@$(PY) jobs/summary.py --ingest $(INGEST_OUT) --vocab $(VOCAB_OUT) --shards $(SHARDS_OUT) --runs $(RUNS_DIR) --scores $(SCORES_OUT) --run-date $(RUN_DATE)
 
 test: $(STAMP) ## unit + integration tests (real data from ../shared when present)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -11,54 +11,14 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import IMDB_CSV, ROOT, require
+from conftest import N_TRAIN, N_VAL, ROOT, SMALL, small_conf
 from reviewpipe import constants as C
-from reviewpipe.config import load_conf
 from reviewpipe.tokenizer import pad, texts_to_ids, tokenize
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
-
-N_TRAIN, N_VAL = 1200, 400
-SMALL = ["vocab.num_words=3000", "encode.maxlen=160", "encode.rows_per_file=256", "encode.row_group_rows=128",
-         "model.units=16", "model.embedding_dim=16", "train.batch_size=32", "train.learning_rate=0.005",
-         "train.maxlen=120", "model.embedding_dropout=0.1", "model.dropout=0.1"]
-
-
-def small_conf(conf, *extra):
-    return load_conf(None, [f"spark.defaults_file={conf.spark.defaults_file}", *SMALL, *extra])
-
-
-@pytest.fixture(scope="module")
-def data(spark, conf, tmp_path_factory):
-    """Real reviews -> vocab -> shards with the Spark jobs (1,200 train, 400 val)."""
-    from reviewpipe.encode import encode
-    from reviewpipe.vocab import build_vocab
-
-    df = pd.read_csv(require(IMDB_CSV), nrows=N_TRAIN + N_VAL)
-    root = tmp_path_factory.mktemp("pipeline")
-    rows = [(f"csv/{i}", C.TRAIN if i < N_TRAIN else C.VAL, int(s == "positive"), None, t, "test", i)
-            for i, (t, s) in enumerate(zip(df["review"], df["sentiment"]))]
-    (spark.createDataFrame(rows, "review_id string, split string, label tinyint, rating tinyint, text string, "
-                                 "source string, ordinal long")
-     .write.partitionBy(C.SPLIT).parquet(str(root / "reviews")))
-    c = small_conf(conf)
-    build_vocab(spark, str(root / "reviews"), str(root / "vocab"), c)
-    encode(spark, str(root / "reviews"), str(root / "vocab"), str(root / "shards"), c)
-    return {"root": root, "texts": df["review"].tolist(), "conf": c}
-
-
-@pytest.fixture(scope="module")
-def run(data):
-    from reviewpipe.train import train
-
-    metrics = train(str(data["root"] / "shards"), str(data["root"] / "vocab"), str(data["root"] / "runs"),
-                    small_conf(data["conf"], "train.epochs=3"), run_id="r1", verbose=0)
-    return data["root"] / "runs" / "r1", metrics
-
 
 def test_training_beats_chance_and_writes_every_artifact(run, data):
     run_dir, metrics = run

@@ -55,3 +55,18 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a crash: the traceback, then one line a scheduler can show
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: {type(e).__name__}: {_last_line(str(e))}", file=sys.stderr)
+        return 1
+
+
+def _last_line(message: str) -> str:
+    """The most telling line of a (possibly Python-worker) error message."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.startswith(("\tat ", "  File"))]
+    for ln in reversed(lines):
+        if "Error:" in ln or "Exception:" in ln:
+            return ln[:500]
+    return (lines[0] if lines else "")[:500]

@@ -121,6 +121,16 @@ class TrainConf:
 
 
 @dataclass(frozen=True)
+class ScoreConf:
+    batch_size: int = _opt(512, min=1, doc="rows per model call inside the pandas UDF")
+    arrow_batch_rows: int = _opt(2048, min=1, doc="rows per Arrow batch sent to a Python worker")
+    tf_threads: int = _opt(1, min=0, doc="TF intra-op threads per Python worker; 0 = TF's default (all cores)")
+    threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")
+    max_text_bytes: int = _opt(8_388_608, min=1, doc="larger records are quarantined; the rest is truncated "
+                                                        "to the run's maxlen by the tokenizer")
+
+
+@dataclass(frozen=True)
 class SparkConf:
     defaults_file: str = _opt("conf/spark-defaults.conf")
     app_name: str = _opt("reviewpipe")
@@ -137,6 +147,7 @@ class PipelineConf:
     encode: EncodeConf = field(default_factory=EncodeConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
+    score: ScoreConf = field(default_factory=ScoreConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

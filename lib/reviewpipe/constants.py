@@ -86,6 +86,19 @@ RUN_META = "run.json"
 RUN_CHECKPOINTS = "checkpoints"
 PAD_LABEL = "[PAD]"  # metadata.tsv label of row 0
 
+# --- scores (DESIGN: scores) ------------------------------------------------------------------
+PROBABILITY = "probability"
+PREDICTED_LABEL = "predicted_label"
+MODEL_RUN = "model_run"
+VOCAB_FINGERPRINT = "vocab_fingerprint"
+SCORED_AT = "scored_at"
+RUN_DATE = "run_date"
+SCORE_COLUMNS = (REVIEW_ID, PROBABILITY, PREDICTED_LABEL, MODEL_RUN, VOCAB_FINGERPRINT, SCORED_AT)
+SCORES_QUARANTINE = "_quarantine"   # leading _: Spark readers of the scores folder skip it
+SCORES_REPORTS = "_reports"
+SCORE_SUMMARY = "score_summary.json"
+SCORE_METRICS = "metrics.json"
+
 # --- data step -----------------------------------------------------------------------------
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACLIMDB_ARCHIVES = ("aclImdb_v1.tar.gz", "aclImdb_train.tar.gz")

@@ -123,7 +123,10 @@ def export_serving(model, tokens: Sequence[str], spec: TokenizerSpec, maxlen: in
 
 
 def load_serving(path: str | Path):
-    """The SavedModel: ``m.serve(tf.constant([...]))`` and ``m.encode(...)``."""
+    """The SavedModel: ``m = load_serving(p); m.serve(tf.constant([...]))`` and ``m.encode(...)``.
+
+    Keep ``m`` referenced while calling its functions; they use its variables.
+    """
     import tensorflow as tf
 
     return tf.saved_model.load(str(path))

@@ -113,6 +113,16 @@ def latest_unfinished(runs_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def latest_complete(runs_dir: str | Path) -> Path | None:
+    """The complete run that finished last (run.json ``finished``), or None."""
+    done = []
+    for meta_path in Path(runs_dir).glob(f"*/{C.RUN_META}"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("status") == COMPLETE:
+            done.append((meta.get("finished", ""), meta_path.parent))
+    return max(done)[1] if done else None
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,344 @@
+"""Batch scoring: any ingest format (or a reviews table) + a model run -> scores by run date.
+
+The model is applied in an Iterator pandas UDF: each Python worker loads the run once (a
+per-process cache), tokenizes with the same vectorised function the encode job uses
+(:func:`reviewpipe.encode.sequences` + ``pad_flat``), and predicts ``score.batch_size`` rows at
+a time.  Output (DESIGN: scores)::
+
+    SCORES_DIR/run_date=YYYY-MM-DD/part-*.parquet   review_id, probability, predicted_label,
+                                                    model_run, vocab_fingerprint, scored_at
+    SCORES_DIR/run_date=YYYY-MM-DD/_SUCCESS         written last; score-pending looks for it
+    SCORES_DIR/_quarantine/run_date=YYYY-MM-DD/     rejected records with a reason
+    SCORES_DIR/_reports/run_date=YYYY-MM-DD/score_summary.json (+ metrics.json with labels)
+
+Re-running a date replaces that date's partition only (dynamic partition overwrite).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd  # module level: the pandas UDF's type hints are resolved against these globals
+
+from reviewpipe import constants as C
+from reviewpipe import storage
+from reviewpipe.cli import JobError
+from reviewpipe.config import PipelineConf
+from reviewpipe.vocab import VocabError, load_vocab
+
+log = logging.getLogger(__name__)
+
+SCORE_SCHEMA = (f"{C.REVIEW_ID} string, {C.PROBABILITY} double, {C.PREDICTED_LABEL} tinyint, "
+                f"{C.MODEL_RUN} string, {C.VOCAB_FINGERPRINT} string, {C.SCORED_AT} timestamp")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class ScoreError(JobError):
+    """Scoring cannot start (bad model run, fingerprint mismatch, bad date)."""
+
+
+# ---------------------------------------------------------------------------------------
+# the model run (driver side checks, before any Spark work)
+
+@dataclass(frozen=True)
+class ModelRun:
+    path: str
+    run_id: str
+    fingerprint: str
+    maxlen: int
+    padding: str
+    truncating: str
+
+
+def check_run(run_dir: str, vocab_dir: str | None = None) -> ModelRun:
+    """Refuse a missing or unfinished run, or one whose vocabulary differs from ``vocab_dir``'s."""
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise ScoreError(f"model run {run_dir!r} does not exist; train one with make train (runs are in "
+                         f"artifacts/runs/<run_id>)")
+    missing = [n for n in (C.RUN_MODEL, C.RUN_META, C.RUN_VOCAB) if not (p / n).exists()]
+    if missing:
+        raise ScoreError(f"model run {run_dir!r} is incomplete (missing {', '.join(missing)}); finish it with "
+                         f"make resume or pick a complete run")
+    meta = json.loads((p / C.RUN_META).read_text(encoding="utf-8"))
+    if meta.get("status") != "complete":
+        raise ScoreError(f"model run {run_dir!r} has status {meta.get('status')!r}, not complete")
+    run_vocab = load_vocab(None, str(p / C.RUN_VOCAB))
+    if run_vocab.fingerprint != meta.get("vocab_fingerprint"):
+        raise ScoreError(f"model run {run_dir!r}: its vocab/ copy does not match run.json's fingerprint")
+    if vocab_dir:
+        try:
+            given = load_vocab(None, vocab_dir)
+        except VocabError as e:
+            raise ScoreError(str(e)) from e
+        if given.fingerprint != run_vocab.fingerprint:
+            raise ScoreError(f"model run {meta['run_id']} was trained with vocabulary {run_vocab.fingerprint[:12]}…, "
+                             f"but --vocab {vocab_dir} is {given.fingerprint[:12]}…; score with the run's own "
+                             f"vocabulary (omit --vocab) or a run trained on this one")
+    return ModelRun(str(p.resolve()), meta["run_id"], run_vocab.fingerprint, int(meta["maxlen"]),
+                    meta["padding"], meta["truncating"])
+
+
+def check_date(run_date: str) -> str:
+    if not DATE_RE.match(run_date or ""):
+        raise ScoreError(f"--run-date {run_date!r}: expected YYYY-MM-DD")
+    try:
+        date.fromisoformat(run_date)
+    except ValueError as e:
+        raise ScoreError(f"--run-date {run_date!r}: {e}") from None
+    return run_date
+
+
+# ---------------------------------------------------------------------------------------
+# worker side: one load per Python worker, batched inference
+
+_CACHE: dict[tuple, object] = {}
+
+
+class KerasPredictor:
+    """Texts -> probabilities with the run's model and vocabulary (loaded once per process)."""
+
+    def __init__(self, run: ModelRun, tf_threads: int):
+        import tensorflow as tf
+
+        if tf_threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:  # TF already initialised in this process
+                pass
+        import keras
+
+        from reviewpipe import model as _custom_layers  # noqa: F401  (registers PaddingMask, TimePooling)
+
+        vocab = load_vocab(None, f"{run.path}/{C.RUN_VOCAB}")
+        self.run, self.tokens, self.spec = run, vocab.tokens, vocab.tokenizer
+        self.model = keras.models.load_model(f"{run.path}/{C.RUN_MODEL}", compile=False)
+
+    def encode(self, texts) -> np.ndarray:
+        from reviewpipe.encode import sequences
+        from reviewpipe.tokenizer import pad_flat
+
+        values, lengths, _ = sequences(texts, self.tokens, self.spec)
+        return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(ids), dtype=np.float64)
+
+
+def cached(key: tuple, factory: Callable[[], object]):
+    """The per-process cache: a Python worker builds each predictor once and reuses it."""
+    if key not in _CACHE:
+        _CACHE[key] = factory()
+    return _CACHE[key]
+
+
+def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterator:
+    """The body of the Iterator pandas UDF: texts in, one probability per text out, checked."""
+    import pyarrow as pa
+
+    for texts in series_iter:
+        ids = predictor.encode(pa.array(texts, pa.string()))
+        if ids.shape[0] != len(texts):
+            raise RuntimeError(f"tokenizer returned {ids.shape[0]} rows for {len(texts)} texts")
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            chunk = ids[start:start + batch_size]
+            out = np.asarray(predictor(chunk))
+            if out.shape not in ((len(chunk),), (len(chunk), 1)):
+                raise RuntimeError(f"model returned shape {out.shape} for a batch of {len(chunk)}; expected "
+                                   f"({len(chunk)}, 1)")
+            parts.append(out.reshape(-1))
+        probs = np.concatenate(parts) if parts else np.zeros(0)
+        yield pd.Series(probs.astype(np.float64), index=texts.index)
+
+
+def make_udf(factory: Callable[[], object], key: tuple, batch_size: int):
+    """An Iterator pandas UDF string -> double around ``factory`` (called once per worker)."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("double")
+    def predict(series_iter: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        yield from predict_batches(series_iter, cached(key, factory), batch_size)
+
+    return predict
+
+
+# ---------------------------------------------------------------------------------------
+# reading the input
+
+def is_reviews_table(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and any(p.glob("split=*/*.parquet"))
+
+
+def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None):
+    """(records with review_id, label, text, reason, detail, source, ordinal; input format)."""
+    from pyspark.sql import functions as F
+
+    from reviewpipe import ingest
+
+    max_bytes = conf.score.max_text_bytes
+    if fmt == "reviews" or (fmt == "auto" and is_reviews_table(path)):
+        df = spark.read.parquet(path)
+        if splits:
+            df = df.filter(F.col(C.SPLIT).isin(list(splits)))
+        nbytes = F.octet_length(C.TEXT)
+        reason = (F.when(F.col(C.TEXT).isNull() | F.col(C.TEXT).rlike(r"(?U)^\s*$"), F.lit(C.EMPTY_TEXT))
+                  .when(nbytes > max_bytes, F.lit(C.TEXT_TOO_LARGE)))
+        detail = (F.when(reason == C.EMPTY_TEXT, F.lit("text is empty or whitespace only"))
+                  .when(reason == C.TEXT_TOO_LARGE,
+                        F.concat(nbytes.cast("string"), F.lit(f" bytes > score.max_text_bytes={max_bytes}"))))
+        return df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
+                         detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw")), "reviews"
+    # Every other format goes through the ingest readers and checks (one code path), with the
+    # scoring size limit; nothing is carved into val.
+    sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
+    raw = ingest.read_raw(spark, path, fmt, sconf)
+    records = ingest.mark_duplicates(ingest.with_ordinal(spark, ingest.classify(raw.df, sconf),
+                                                         raw.fmt == "aclimdb"))
+    if splits:
+        records = records.filter(F.col(C.SPLIT).isin(list(splits)))
+    return (records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE, C.ORDINAL,
+                           "reason", "detail", "raw"), raw.fmt)
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+
+def evaluate(labelled) -> dict:
+    """accuracy, ROC AUC, precision, recall, F1 and the confusion matrix (Spark aggregations)."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.sql import functions as F
+
+    cells = {(r[C.LABEL], r[C.PREDICTED_LABEL]): r["n"] for r in
+             labelled.groupBy(C.LABEL, C.PREDICTED_LABEL).agg(F.count(F.lit(1)).alias("n")).collect()}
+    tp, tn = cells.get((1, 1), 0), cells.get((0, 0), 0)
+    fp, fn = cells.get((0, 1), 0), cells.get((1, 0), 0)
+    n = tp + tn + fp + fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    auc = None
+    if tp + fn and tn + fp:  # both classes present
+        auc = BinaryClassificationEvaluator(rawPredictionCol=C.PROBABILITY, labelCol="label_d",
+                                            metricName="areaUnderROC").evaluate(
+            labelled.withColumn("label_d", F.col(C.LABEL).cast("double")))
+    return {
+        "rows": n,
+        "accuracy": round((tp + tn) / n, 5) if n else None,
+        "roc_auc": round(auc, 5) if auc is not None else None,
+        "precision": round(precision, 5), "recall": round(recall, 5),
+        "f1": round(2 * precision * recall / (precision + recall), 5) if precision + recall else 0.0,
+        "confusion_matrix": {"labels": [0, 1], "rows_are": "true label", "columns_are": "predicted label",
+                             "matrix": [[tn, fp], [fn, tp]]},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# the job
+
+def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, conf: PipelineConf, *,
+          fmt: str = "auto", vocab_dir: str | None = None, splits: Sequence[str] | None = None,
+          predictor_factory: Callable[[], object] | None = None) -> dict:
+    """Score ``input_path`` into ``out_dir/run_date=<run_date>``; returns the summary."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    check_date(run_date)
+    run = check_run(run_dir, vocab_dir)
+    sc = conf.score
+    started = time.time()
+    out = str(out_dir).rstrip("/")
+    part = f"{out}/{C.RUN_DATE}={run_date}"
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_rows))
+
+    records, in_fmt = read_input(spark, input_path, fmt, conf, splits)
+    records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows_in = records.count()
+        if predictor_factory is None:  # reused across dates and jobs by the same Python worker
+            factory, key = (lambda: KerasPredictor(run, sc.tf_threads)), ("keras", run.path, sc.tf_threads)
+        else:
+            factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
+        predict = make_udf(factory, key, sc.batch_size)
+        scored_at = datetime.now(timezone.utc).replace(microsecond=0)
+        good = records.filter(F.col("reason").isNull())
+        cores = spark.sparkContext.defaultParallelism
+        if good.rdd.getNumPartitions() < cores:  # inference dominates: give every core a share
+            good = good.repartition(cores)
+        scores = (good.select(C.REVIEW_ID, C.LABEL, predict(C.TEXT).alias(C.PROBABILITY))
+                  .select(C.REVIEW_ID, C.PROBABILITY,
+                          (F.col(C.PROBABILITY) >= sc.threshold).cast("tinyint").alias(C.PREDICTED_LABEL),
+                          F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
+                          F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
+                          F.lit(run_date).alias(C.RUN_DATE), C.LABEL))
+        t_score = time.time()
+        (scores.drop(C.LABEL).write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out))
+        score_seconds = time.time() - t_score
+        excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
+        bad = records.filter(F.col("reason").isNotNull()).select(
+            C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
+            F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
+            F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
+        bad.coalesce(1).write.mode("overwrite").parquet(f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}")
+
+        written = spark.read.schema(SCORE_SCHEMA).parquet(part)
+        n_scored = written.count()
+        by_reason = {r[C.REASON]: r["n"] for r in bad.groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+        n_bad = sum(by_reason.values())
+        if n_scored + n_bad != rows_in:
+            raise ScoreError(f"counts do not reconcile for {run_date}: {rows_in} rows in != {n_scored} scored + "
+                             f"{n_bad} quarantined")
+        dupes = n_scored - written.select(C.REVIEW_ID).distinct().count()
+        if dupes:
+            raise ScoreError(f"{dupes} duplicate review_ids in {part}")
+        summary = {
+            "run_date": run_date, "input": str(input_path), "format": in_fmt, "splits": list(splits or []),
+            "rows_in": rows_in, "rows_scored": n_scored, "rows_quarantined": n_bad,
+            "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
+            "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
+            "batch_size": sc.batch_size, "arrow_batch_rows": sc.arrow_batch_rows, "tf_threads": sc.tf_threads,
+            "scored_at": scored_at.isoformat(), "output": part,
+            "score_seconds": round(score_seconds, 2),
+            "rows_per_second": round(n_scored / score_seconds, 1) if score_seconds else None,
+        }
+        reports = f"{out}/{C.SCORES_REPORTS}/{C.RUN_DATE}={run_date}"
+        storage.delete(spark, f"{reports}/{C.SCORE_METRICS}")
+        # metrics from what was written, joined back to the labels (no second inference)
+        labels = good.filter(F.col(C.LABEL).isNotNull()).select(C.REVIEW_ID, C.LABEL)
+        if labels.limit(1).count():
+            metrics = evaluate(written.join(labels, C.REVIEW_ID))
+            metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))
+            storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
+            summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
+        summary["seconds"] = round(time.time() - started, 2)
+        storage.write_json(spark, f"{reports}/{C.SCORE_SUMMARY}", summary)
+        storage.write_text(spark, f"{part}/_SUCCESS", "")
+        return summary
+    finally:
+        records.unpersist()
+
+
+def pending_dates(input_root: str, out_dir: str) -> list[tuple[str, str]]:
+    """(date, folder) of every ``date=YYYY-MM-DD`` input partition without a scored ``_SUCCESS``."""
+    root = Path(input_root)
+    if not root.is_dir():
+        raise ScoreError(f"--input {input_root!r} is not a folder of date=YYYY-MM-DD partitions")
+    found = []
+    for d in sorted(root.iterdir()):
+        m = re.fullmatch(r"date=(\d{4}-\d{2}-\d{2})", d.name)
+        if m and d.is_dir():
+            if not (Path(out_dir) / f"{C.RUN_DATE}={m.group(1)}" / "_SUCCESS").is_file():
+                found.append((check_date(m.group(1)), str(d)))
+    return found

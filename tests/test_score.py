@@ -1,0 +1,153 @@
+"""Batch scoring: the pandas-UDF contract, real scoring, idempotent dates, pending dates, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import N_TRAIN, small_conf
+from reviewpipe import constants as C
+from reviewpipe import score as S
+
+pytestmark = [pytest.mark.spark]
+
+
+class SumModel:
+    """A fake predictor: ids = [n_chars, n_words]; probability = n_words / 1000."""
+
+    def __init__(self, log_path, bad_shape=False):
+        with open(log_path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        self.bad_shape = bad_shape
+
+    def encode(self, texts):
+        py = texts.to_pylist()
+        return np.array([[len(t), len(t.split())] for t in py], np.int64).reshape(-1, 2)
+
+    def __call__(self, ids):
+        if self.bad_shape:
+            return np.zeros((len(ids), 2))
+        return (ids[:, 1:2] / 1000.0).astype(np.float64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ship_this_module():
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+@pytest.mark.integration
+def test_udf_contract_one_load_per_worker_lengths_and_quarantine(spark, data, run, tmp_path):
+    rows = [{"text": " ".join(["w"] * (i % 50 + 1)), "label": i % 2} for i in range(300)]
+    rows += [{"text": "", "label": 1}, {"text": 42, "label": 0}, {"text": "   ", "label": 1}]
+    src = write_jsonl(tmp_path / "in" / "reviews.jsonl", rows)
+    log = tmp_path / "loads.txt"
+    conf = small_conf(data["conf"], "score.arrow_batch_rows=16", "score.batch_size=7")
+    summary = S.score(spark, src, str(run[0]), str(tmp_path / "out"), "2026-01-05", conf,
+                      predictor_factory=lambda: SumModel(str(log)))
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (303, 300, 3)
+    assert summary["quarantined_by_reason"] == {C.EMPTY_TEXT: 2, C.NON_TEXT: 1}
+    got = spark.read.parquet(str(tmp_path / "out")).toPandas()
+    assert len(got) == 300 and got[C.REVIEW_ID].is_unique
+    words = {r: i % 50 + 1 for i, r in enumerate(sorted(got[C.REVIEW_ID], key=lambda s: int(s.rsplit("/", 1)[1])))}
+    assert all(abs(p - words[r] / 1000) < 1e-12 for r, p in zip(got[C.REVIEW_ID], got[C.PROBABILITY]))
+    pids = log.read_text().split()
+    assert len(pids) == len(set(pids)) <= 2  # 19+ Arrow batches, one load per Python worker
+    q = spark.read.parquet(str(tmp_path / "out" / C.SCORES_QUARANTINE)).toPandas()
+    assert sorted(q[C.REASON]) == [C.EMPTY_TEXT, C.EMPTY_TEXT, C.NON_TEXT]
+
+
+@pytest.mark.integration
+def test_udf_rejects_a_model_with_the_wrong_output_shape(spark, data, run, tmp_path):
+    src = write_jsonl(tmp_path / "in" / "r.jsonl", [{"text": "a b", "label": 1}] * 3)
+    with pytest.raises(Exception, match=r"model returned shape \(\d, 2\) for a batch of \d; expected \(\d, 1\)"):
+        S.score(spark, src, str(run[0]), str(tmp_path / "out"), "2026-01-05", data["conf"],
+                predictor_factory=lambda: SumModel(str(tmp_path / "l"), bad_shape=True))
+
+
+@pytest.mark.integration
+def test_real_scoring_is_idempotent_per_date_and_evaluates(spark, data, run, tmp_path):
+    from reviewpipe.serving import load_serving
+
+    reviews = str(data["root"] / "reviews")
+    out = str(tmp_path / "scores")
+    conf = small_conf(data["conf"])
+    # another date first: re-running 2026-02-02 must leave it alone
+    S.score(spark, reviews, str(run[0]), out, "2026-02-01", conf, splits=[C.VAL])
+    first = S.score(spark, reviews, str(run[0]), out, "2026-02-02", conf, splits=[C.VAL])
+    a = spark.read.parquet(f"{out}/run_date=2026-02-02").toPandas().sort_values(C.REVIEW_ID, ignore_index=True)
+    second = S.score(spark, reviews, str(run[0]), out, "2026-02-02", conf, splits=[C.VAL])
+    b = spark.read.parquet(f"{out}/run_date=2026-02-02").toPandas().sort_values(C.REVIEW_ID, ignore_index=True)
+    assert first["rows_scored"] == second["rows_scored"] == 400 and b[C.REVIEW_ID].is_unique
+    cols = [C.REVIEW_ID, C.PROBABILITY, C.PREDICTED_LABEL, C.MODEL_RUN, C.VOCAB_FINGERPRINT]
+    assert a[cols].equals(b[cols])
+    everything = spark.read.parquet(out)
+    assert [f.name for f in everything.schema.fields] == [*C.SCORE_COLUMNS, C.RUN_DATE]
+    assert everything.count() == 800 and everything.select(C.RUN_DATE).distinct().count() == 2
+    assert ((b[C.PROBABILITY] >= 0) & (b[C.PROBABILITY] <= 1)).all()
+    assert (b[C.PREDICTED_LABEL] == (b[C.PROBABILITY] >= 0.5).astype(int)).all()
+    assert set(b[C.MODEL_RUN]) == {"r1"} and set(b[C.VOCAB_FINGERPRINT]) == {run[1]["vocab_fingerprint"]}
+    assert (tmp_path / "scores" / "run_date=2026-02-02" / "_SUCCESS").is_file()
+    # the same probabilities as the raw-string serving model, and the trainer's val accuracy
+    texts = data["texts"][N_TRAIN:]
+    loaded = load_serving(run[0] / C.RUN_SERVING)  # keep a reference: its functions use its variables
+    serving = loaded.serve(texts).numpy()
+    order = np.argsort([int(r.split("/")[1]) for r in b[C.REVIEW_ID]])
+    np.testing.assert_allclose(b[C.PROBABILITY].to_numpy()[order], serving, rtol=1e-5, atol=1e-6)
+    metrics = json.loads((tmp_path / "scores" / C.SCORES_REPORTS / "run_date=2026-02-02" / C.SCORE_METRICS).read_text())
+    assert metrics["rows"] == 400 and metrics["accuracy"] == pytest.approx(run[1]["val_accuracy"], abs=1e-4)
+    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == 400 and 0.5 < metrics["roc_auc"] <= 1
+
+
+@pytest.mark.integration
+def test_a_5mb_review_is_truncated_and_a_too_large_one_quarantined(spark, data, run, tmp_path):
+    big = "great movie " * 440_000  # 5.3 MB
+    src = write_jsonl(tmp_path / "in" / "big.jsonl", [{"text": big, "label": 1}, {"text": big * 2, "label": 1},
+                                                      {"text": "fine", "label": 0}])
+    conf = small_conf(data["conf"], "score.max_text_bytes=6000000")
+    s = S.score(spark, src, str(run[0]), str(tmp_path / "out"), "2026-03-01", conf)
+    assert (s["rows_scored"], s["quarantined_by_reason"]) == (2, {C.TEXT_TOO_LARGE: 1})
+
+
+def test_pending_dates_are_the_unscored_ones_in_order(tmp_path):
+    for d in ("2026-01-03", "2026-01-01", "2026-01-02"):
+        write_jsonl(tmp_path / "incoming" / f"date={d}" / "r.jsonl", [{"text": "x", "label": 1}])
+    (tmp_path / "incoming" / "notes").mkdir()
+    (tmp_path / "scores" / "run_date=2026-01-02").mkdir(parents=True)
+    (tmp_path / "scores" / "run_date=2026-01-02" / "_SUCCESS").write_text("")
+    (tmp_path / "scores" / "run_date=2026-01-03").mkdir(parents=True)  # started, never finished
+    got = S.pending_dates(str(tmp_path / "incoming"), str(tmp_path / "scores"))
+    assert got == [("2026-01-01", str(tmp_path / "incoming" / "date=2026-01-01")),
+                   ("2026-01-03", str(tmp_path / "incoming" / "date=2026-01-03"))]
+
+
+@pytest.mark.integration
+def test_refusals(spark, data, run, tmp_path):
+    from reviewpipe.vocab import build_vocab
+
+    with pytest.raises(S.ScoreError, match=r"model run '.*nope' does not exist; train one with make train"):
+        S.check_run(str(tmp_path / "nope"))
+    other = str(tmp_path / "other_vocab")
+    build_vocab(spark, str(data["root"] / "reviews"), other, small_conf(data["conf"], "vocab.num_words=100"))
+    with pytest.raises(S.ScoreError, match=rf"model run r1 was trained with vocabulary {run[1]['vocab_fingerprint'][:12]}…, "
+                                           rf"but --vocab {other} is [0-9a-f]{{12}}…"):
+        S.check_run(str(run[0]), other)
+    with pytest.raises(S.ScoreError, match=r"--run-date '2026-13-01': month must be in 1..12"):
+        S.check_date("2026-13-01")
+    with pytest.raises(S.ScoreError, match=r"--run-date 'today': expected YYYY-MM-DD"):
+        S.check_date("today")

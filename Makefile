@@ -19,6 +19,7 @@ REPORT_DIR   ?= artifacts/compare
 RUN_ID       ?=
 MODEL        ?=
 SCORES_OUT   ?= $(WORK)/scores
+W2V_OUT      ?= $(WORK)/word2vec
 RUN_DATE     ?= $(shell date -u +%F)
 INCOMING     ?= $(DATA_DIR)/incoming
 CLUSTER_DIR  ?= .cluster
@@ -38,7 +39,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate pipeline cluster-up cluster-down explain run test test-slow bench package package-env clean
+.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate neighbors analogy pretrain pipeline cluster-up cluster-down explain run test test-slow bench package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -81,6 +82,9 @@ vocab: $(STAMP) $(ZIP) ## Spark vocabulary over vocab.splits of $(INGEST_OUT)/re
 
 encode: $(STAMP) $(ZIP) ## Spark encode of every split -> $(SHARDS_OUT) (Parquet shards + _manifest.json)
 	$(SUBMIT) jobs/encode.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(SHARDS_OUT) $(JOBARGS)
+
+pretrain: $(STAMP) $(ZIP) ## Spark Word2Vec over word2vec.splits -> $(W2V_OUT); then SET="model.embedding_init=word2vec:$(W2V_OUT)"
+	$(SUBMIT) jobs/pretrain_word2vec.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(W2V_OUT) $(JOBARGS)
 
 train: $(STAMP) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ...")
 	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
@@ -133,6 +137,16 @@ pipeline: ## ingest -> vocab -> encode -> score (val) through spark-submit on MA
 	$(MAKE) --no-print-directory ingest vocab encode
 	@test -n "$(LATEST_RUN)" || $(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory evaluate
+
+EMBARGS = $(if $(RUN),--run $(RUN),$(if $(VECTORS),--vectors $(VECTORS),--runs $(RUNS_DIR)))
+K ?= 10
+neighbors: $(STAMP) ## nearest words by cosine: WORD=great [K=10] [RUN=artifacts/runs/<id> | VECTORS=path]
+	@test -n "$(WORD)" || { echo "error: give WORD=..." >&2; exit 2; }
+	@$(PY) jobs/embeddings.py $(EMBARGS) neighbors '$(WORD)' -k $(K)
+
+analogy: $(STAMP) ## A is to B as C is to ?  (B - A + C): A=man B=king C=woman [RUN=... | VECTORS=...]
+	@test -n "$(A)" -a -n "$(B)" -a -n "$(C)" || { echo "error: give A=... B=... C=..." >&2; exit 2; }
+	@$(PY) jobs/embeddings.py $(EMBARGS) analogy '$(A)' '$(B)' '$(C)' -k 5
 
 TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an olympic sprinter, with a spear in hand covering themselves with leaves and tiger skin, for their breakfast
 explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)

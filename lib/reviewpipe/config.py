@@ -100,6 +100,8 @@ class ModelConf:
     dropout: float = _opt(0.25, min=0.0, max=0.9, doc="between recurrent layers and before the output")
     mask: str = _opt("auto", choices=("auto", "on", "off"),
                      doc="auto: mask padding when shards are post-padded (cuDNN needs right-padded masks)")
+    embedding_init: str = _opt("random", doc="random | word2vec:<folder written by make pretrain>")
+    embedding_trainable: bool = _opt(True, doc="false freezes the (pretrained) embedding")
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,19 @@ class TrainConf:
     deterministic: bool = _opt(True, doc="enable TF op determinism (reproducible CPU runs)")
     steps_per_epoch: int = _opt(0, min=0, doc="0 = one pass over the train split")
     embeddings_export: bool = _opt(True, doc="write vectors.tsv/metadata.tsv")
+    word_pairs: str = _opt("conf/word_pairs.toml", doc="intrinsic check pairs; '' skips it")
+
+
+@dataclass(frozen=True)
+class Word2VecConf:
+    splits: list = _opt([C.TRAIN, C.UNSUP], doc="reviews to train on; never val or test")
+    dim: int = _opt(100, min=2, max=1000)
+    window: int = _opt(5, min=1)
+    min_count: int = _opt(5, min=1)
+    iterations: int = _opt(1, min=1)
+    partitions: int = _opt(0, min=0, doc="Word2Vec numPartitions; 0 = Spark's default parallelism")
+    step_size: float = _opt(0.025, min=0.0)
+    seed: int = _opt(42, min=0)
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,7 @@ class PipelineConf:
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
     score: ScoreConf = field(default_factory=ScoreConf)
+    word2vec: Word2VecConf = field(default_factory=Word2VecConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -240,6 +256,13 @@ def _validate(conf: PipelineConf) -> None:
     dim = conf.model.embedding_dim
     if dim != "auto" and not (dim.isdigit() and int(dim) > 0):
         raise ConfigError(f"model.embedding_dim: expected a positive integer or 'auto', got {dim!r}")
+    init = conf.model.embedding_init
+    if init != "random" and not (init.startswith("word2vec:") and len(init) > len("word2vec:")):
+        raise ConfigError(f"model.embedding_init: expected random or word2vec:<folder>, got {init!r}")
+    bad = [s for s in conf.word2vec.splits if s not in C.VOCAB_SPLITS]
+    if bad or not conf.word2vec.splits:
+        raise ConfigError(f"word2vec.splits: {conf.word2vec.splits!r} must name one or more of "
+                          f"{', '.join(C.VOCAB_SPLITS)} (val and test are held out)")
     if conf.train.maxlen > conf.encode.maxlen:
         raise ConfigError(f"train.maxlen: {conf.train.maxlen} is above encode.maxlen {conf.encode.maxlen}; "
                           f"the trainer can only crop shards, re-encode for longer sequences")

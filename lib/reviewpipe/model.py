@@ -85,9 +85,17 @@ class ModelPlan:
     cudnn_reason: str
 
 
-def plan(mc: ModelConf, vocab_rows: int, maxlen: int, padding: str) -> ModelPlan:
-    """Resolve ``auto`` settings and check the padding/masking rules for the cuDNN kernel."""
+def plan(mc: ModelConf, vocab_rows: int, maxlen: int, padding: str, pretrained_dim: int = 0) -> ModelPlan:
+    """Resolve ``auto`` settings and check the padding/masking rules for the cuDNN kernel.
+
+    Pretrained vectors fix the embedding width (``pretrained_dim``).
+    """
     dim = round(vocab_rows ** 0.25) if mc.embedding_dim == "auto" else int(mc.embedding_dim)
+    if pretrained_dim:
+        if dim != pretrained_dim:
+            log.info("embedding width %d from the pretrained vectors (model.embedding_dim %s ignored)",
+                     pretrained_dim, mc.embedding_dim)
+        dim = pretrained_dim
     if mc.mask == "on" and padding == "pre":
         raise ConfigError("model.mask: 'on' needs post-padded shards (encode.padding=post); a mask over "
                           "left padding is not right-padded and cannot use the cuDNN kernel")
@@ -103,7 +111,7 @@ def plan(mc: ModelConf, vocab_rows: int, maxlen: int, padding: str) -> ModelPlan
 def build_model(mc: ModelConf, p: ModelPlan) -> keras.Model:
     """The classifier; the output layer is float32 under a mixed precision policy."""
     ids = keras.Input((p.maxlen,), dtype="int32", name=C.IDS)
-    x = layers.Embedding(p.vocab_rows, p.embedding_dim, name="embedding")(ids)
+    x = layers.Embedding(p.vocab_rows, p.embedding_dim, trainable=mc.embedding_trainable, name="embedding")(ids)
     if p.masked:
         x = PaddingMask(name="padding_mask")([ids, x])
     if mc.embedding_dropout:

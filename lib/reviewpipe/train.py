@@ -142,6 +142,26 @@ def export_projector(weights: np.ndarray, vocab: Vocabulary, out_dir: Path) -> N
     (out_dir / C.RUN_METADATA).write_text("\n".join(labels) + "\n", encoding="utf-8")
 
 
+def intrinsic_report(pairs_path: str, vocab: Vocabulary, trained: np.ndarray, pretrained: np.ndarray | None,
+                     seed: int) -> dict:
+    """Related-minus-unrelated mean cosine for random-init, Word2Vec (if used) and trained embeddings."""
+    from reviewpipe.embeddings import Embeddings, intrinsic, load_pairs
+
+    if not Path(pairs_path).is_file():
+        log.warning("train.word_pairs %s not found; skipping the intrinsic check", pairs_path)
+        return {"skipped": f"{pairs_path} not found"}
+    pairs = load_pairs(pairs_path)
+    labels = [C.PAD_LABEL] * vocab.tokenizer.first_word_index + list(vocab.tokens)
+    reserved = vocab.tokenizer.first_word_index
+    rng = np.random.default_rng(seed)  # Keras's default Embedding init: uniform(-0.05, 0.05)
+    report = {"pairs": pairs_path, "version": pairs.get("version"),
+              "random_init": intrinsic(Embeddings(labels, rng.uniform(-0.05, 0.05, trained.shape), reserved), pairs),
+              "trained": intrinsic(Embeddings(labels, trained, reserved), pairs)}
+    if pretrained is not None:
+        report["word2vec"] = intrinsic(Embeddings(labels, pretrained, reserved), pairs)
+    return report
+
+
 # ---------------------------------------------------------------------------------------
 # callbacks
 
@@ -223,6 +243,11 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
                          f"with --set encode.maxlen={tc.maxlen}")
     maxlen = tc.maxlen or src_len
     padding, truncating = manifest["padding"], manifest["truncating"]
+    pretrained, w2v_spec = None, None
+    if mc.embedding_init != "random":
+        from reviewpipe.word2vec import load_pretrained
+
+        pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
 
     runs = Path(runs_dir)
     if resume and not run_id:
@@ -283,7 +308,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         train_ds = train_ds.with_options(opts)
 
-    plan = M.plan(mc, vocab.size, maxlen, padding)
+    plan = M.plan(mc, vocab.size, maxlen, padding, pretrained.shape[1] if pretrained is not None else 0)
     state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "epoch_seconds": []}
     with hw.strategy.scope():
         if resume:
@@ -291,6 +316,8 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
             state.update(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
         else:
             model = M.build_model(mc, plan)
+            if pretrained is not None:
+                model.get_layer("embedding").set_weights([pretrained])
             M.compile_model(model, tc)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
@@ -348,8 +375,9 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     export_serving(model, vocab.tokens, vocab.tokenizer, maxlen, padding, truncating, run_dir / C.RUN_SERVING)
     history = read_history(run_dir / C.RUN_HISTORY)
     plot_curves(history, run_dir / C.RUN_CURVES, f"{'Bi' if mc.bidirectional else ''}{mc.cell.upper()}")
+    trained = model.get_layer("embedding").get_weights()[0]
     if tc.embeddings_export:
-        export_projector(model.get_layer("embedding").get_weights()[0], vocab, run_dir)
+        export_projector(trained, vocab, run_dir)
 
     secs = state["epoch_seconds"]
     epoch_s = float(np.mean(secs)) if secs else 0.0
@@ -370,6 +398,11 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
         "bidirectional": mc.bidirectional, "maxlen": maxlen,
     }
+    if w2v_spec is not None:
+        metrics["embedding_init"] = {"source": mc.embedding_init, "trainable": mc.embedding_trainable,
+                                     "coverage": w2v_spec.get("coverage"), "dim": w2v_spec.get("dim")}
+    if tc.word_pairs:
+        metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, pretrained, tc.seed)
     _write_json(run_dir / C.RUN_METRICS, metrics)
     shutil.rmtree(ckpt)
     _write_json(run_dir / C.RUN_META, {**meta, "status": COMPLETE,

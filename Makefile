@@ -39,7 +39,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate neighbors analogy pretrain pipeline cluster-up cluster-down explain run test test-slow bench package package-env clean
+.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate neighbors analogy pretrain pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -99,15 +99,17 @@ compare: $(STAMP) ## train GRU and LSTM with the same settings; curves side by s
 LATEST_RUN = $(or $(MODEL),$(shell $(PY) -c "import sys; sys.path.insert(0, 'lib'); from reviewpipe.train import latest_complete; print(latest_complete('$(RUNS_DIR)') or '')" 2>/dev/null))
 SCOREARGS  = --model '$(LATEST_RUN)' --output $(SCORES_OUT) $(JOBARGS)
 
+SPLITS ?=
 score: $(STAMP) $(ZIP) ## score INPUT (any ingest format or a reviews table) with MODEL (default: newest run) for RUN_DATE
 	@test -n "$(INPUT)" || { echo "error: give INPUT=path (aclImdb dir/tarball, CSV, JSONL, Parquet or a reviews table)" >&2; exit 2; }
-	$(SUBMIT) jobs/score.py --input '$(INPUT)' --run-date $(RUN_DATE) $(SCOREARGS)
+	$(SUBMIT) jobs/score.py --input '$(INPUT)' $(if $(SPLITS),--splits $(SPLITS)) --run-date $(RUN_DATE) $(SCOREARGS)
 
 score-pending: $(STAMP) $(ZIP) ## score every $(INCOMING)/date=YYYY-MM-DD without a _SUCCESS in $(SCORES_OUT), oldest first
 	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) $(SCOREARGS)
 
-evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split) and print accuracy, ROC AUC, P/R/F1, confusion matrix
-	$(SUBMIT) jobs/score.py --input '$(or $(INPUT),$(INGEST_OUT)/reviews)' $(if $(INPUT),,--splits val) --run-date $(RUN_DATE) $(SCOREARGS)
+COMMA := ,
+evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split; SPLITS=test for aclImdb's test) and print accuracy, ROC AUC, P/R/F1, confusion matrix
+	$(SUBMIT) jobs/score.py --input '$(or $(INPUT),$(INGEST_OUT)/reviews)' --splits $(or $(SPLITS),$(if $(INPUT),train,val)$(if $(INPUT),$(COMMA)val$(COMMA)test)) --run-date $(RUN_DATE) $(SCOREARGS)
 	@$(PY) -c "import json; m = json.load(open('$(SCORES_OUT)/_reports/run_date=$(RUN_DATE)/metrics.json')); c = m['confusion_matrix']['matrix']; print(f\"accuracy {m['accuracy']}  roc_auc {m['roc_auc']}  precision {m['precision']}  recall {m['recall']}  f1 {m['f1']}  rows {m['rows']}\"); print(f'confusion (rows true 0/1, columns predicted 0/1): {c[0]} {c[1]}')"
 
 cluster-up: $(STAMP) ## start a Spark standalone master + 2 workers on 127.0.0.1 (PIDs in $(CLUSTER_DIR)/)
@@ -166,10 +168,16 @@ test: $(STAMP) ## unit + integration tests (real data from ../shared when presen
 test-slow: $(STAMP) ## the slow marked tests (full-corpus parity)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k); results in bench/results/*.json
+bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer input + memory); results in bench/results/*.json
 	$(PY) bench/bench_ingest.py --conf $(CONF)
 	@test -f $(INGEST_OUT)/ingest_summary.json || $(MAKE) --no-print-directory ingest
 	$(PY) bench/bench_vocab_encode.py --reviews $(INGEST_OUT)/reviews
+	@test -f $(SHARDS_OUT)/_manifest.json || $(MAKE) --no-print-directory vocab encode
+	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT)
+
+bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)
+	@test -f $(W2V_OUT)/word2vec.json || $(MAKE) --no-print-directory pretrain
+	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --accuracy --best-set model.embedding_init=word2vec:$(W2V_OUT)
 
 clean: ## remove build outputs and pipeline data (not the venv)
 	rm -rf dist build $(WORK) artifacts bench/results spark-warehouse .pytest_cache

@@ -73,3 +73,15 @@ def test_spark_defaults_file_formats(tmp_path):
     p.write_text("lonely\n")
     with pytest.raises(ValueError, match=r"spark-defaults.conf:1: expected 'key value', got 'lonely'"):
         read_spark_defaults(p)
+
+
+def test_experiment_confs_load_and_presets_apply():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "conf" / "experiments"
+    loaded = {p.stem: load_conf(p) for p in sorted(root.glob("*.toml"))}
+    assert set(loaded) >= {"seed", "default", "bigru", "word2vec"}
+    seed = loaded["seed"]
+    assert (seed.model.units, seed.model.embedding_dim, seed.train.maxlen, seed.train.optimizer) == (32, "32", 200, "rmsprop")
+    assert loaded["bigru"].model.bidirectional and loaded["bigru"].model.units == 64
+    assert loaded["word2vec"].model.embedding_init == "word2vec:data/work/word2vec"

@@ -142,3 +142,19 @@ def test_tf_tokenizer_fuzz(texts, mode):
     spec = TokenizerSpec(mode=mode)
     got = [[t.decode("utf-8") for t in row] for row in tf_tokenize(texts, spec).to_list()]
     assert got == [tokenize(t, spec) for t in texts]
+
+
+def test_cpu_hardware_and_mixed_precision_keeps_a_float32_output():
+    from reviewpipe.train import detect_hardware
+
+    hw = detect_hardware("auto")
+    try:
+        assert (hw.gpus, hw.precision, hw.num_workers) == (0, "float32", 1) and hw.device.startswith("CPU")
+        keras.mixed_precision.set_global_policy("mixed_float16")  # what one GPU gets
+        conf = load_conf(None, ["model.units=4", "model.embedding_dim=4"])
+        model = M.build_model(conf.model, M.plan(conf.model, 10, 5, "post"))
+        assert model.get_layer("lstm_1").compute_dtype == "float16"
+        out = model(np.array([[2, 3, 0, 0, 0]], np.int32))
+        assert str(out.dtype) in ("float32", "<dtype: 'float32'>")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -70,6 +70,13 @@ def test_udf_contract_one_load_per_worker_lengths_and_quarantine(spark, data, ru
     assert len(pids) == len(set(pids)) <= 2  # 19+ Arrow batches, one load per Python worker
     q = spark.read.parquet(str(tmp_path / "out" / C.SCORES_QUARANTINE)).toPandas()
     assert sorted(q[C.REASON]) == [C.EMPTY_TEXT, C.EMPTY_TEXT, C.NON_TEXT]
+    # the same date again with nothing scorable: the partition is replaced by an empty one
+    empty = write_jsonl(tmp_path / "in2" / "reviews.jsonl", [{"text": " ", "label": 1}])
+    again = S.score(spark, empty, str(run[0]), str(tmp_path / "out"), "2026-01-05", conf,
+                    predictor_factory=lambda: SumModel(str(log)))
+    assert (again["rows_in"], again["rows_scored"], again["rows_quarantined"]) == (1, 0, 1)
+    assert (tmp_path / "out" / "run_date=2026-01-05" / "_SUCCESS").is_file()
+    assert not list((tmp_path / "out" / "run_date=2026-01-05").glob("*.parquet"))
 
 
 @pytest.mark.integration

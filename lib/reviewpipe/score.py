@@ -284,7 +284,11 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
                           F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
                           F.lit(run_date).alias(C.RUN_DATE), C.LABEL))
         t_score = time.time()
-        (scores.drop(C.LABEL).write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out))
+        if records.filter(F.col("reason").isNull()).limit(1).count():
+            scores.drop(C.LABEL).write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
+        else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
+            storage.delete(spark, part)
+            storage.mkdirs(spark, part)
         score_seconds = time.time() - t_score
         excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
         bad = records.filter(F.col("reason").isNotNull()).select(

@@ -292,12 +292,15 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     n_train = shards.labelled_rows(train_files)
     n_val = shards.labelled_rows(shards.split_files(shards_dir, manifest, C.VAL))
     global_batch = tc.batch_size * hw.strategy.num_replicas_in_sync
+    worker_batch = global_batch // hw.num_workers  # each worker batches its own files
     steps = tc.steps_per_epoch or math.ceil(n_train / global_batch)
+    # Several workers hold different row counts: repeat and count steps so none runs dry first.
+    explicit_steps = bool(tc.steps_per_epoch) or hw.num_workers > 1
     worker_share = dict(num_workers=hw.num_workers, worker_index=hw.worker_index)
-    train_ds = shards.make_dataset(shards_dir, C.TRAIN, batch_size=global_batch, vocab_fingerprint=vocab.fingerprint,
+    train_ds = shards.make_dataset(shards_dir, C.TRAIN, batch_size=worker_batch, vocab_fingerprint=vocab.fingerprint,
                                    shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=maxlen,
-                                   repeat=bool(tc.steps_per_epoch), **worker_share)
-    if not tc.steps_per_epoch and hw.num_workers == 1:
+                                   repeat=explicit_steps, **worker_share)
+    if not explicit_steps:
         train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
     val_batch = max(global_batch, 256)
     val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False,
@@ -359,7 +362,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         if state["epochs_done"] < tc.epochs and not (
                 tc.early_stopping_patience and state["wait"] >= tc.early_stopping_patience):
             model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state["epochs_done"],
-                      steps_per_epoch=steps if tc.steps_per_epoch else None, callbacks=callbacks, verbose=verbose, shuffle=False)
+                      steps_per_epoch=steps if explicit_steps else None, callbacks=callbacks, verbose=verbose, shuffle=False)
     except Interrupted:
         raise TrainError(f"interrupted by SIGTERM after epoch {state['epochs_done']}; continue with --resume "
                          f"--run-id {run_id}") from None

@@ -67,7 +67,7 @@ package: $(ZIP) ## build dist/reviewpipe.zip for spark-submit --py-files
 
 package-env: $(STAMP) ## also pack .venv into dist/reviewpipe-env.tar.gz for spark-submit --archives (YARN, Kubernetes)
 	@mkdir -p dist
-	$(PY) -c "import venv_pack, venv_pack.core as c; c.check_no_editable_packages = lambda ctx: None; venv_pack.pack(prefix='$(VENV)', output='dist/reviewpipe-env.tar.gz', force=True, exclude=['*/site-packages/__editable__*', '*/__pycache__/*'])"
+	$(PY) -c "import venv_pack, venv_pack.core as c; c.check_no_editable_packages = lambda ctx: None; venv_pack.pack(prefix='$(VENV)', output='dist/reviewpipe-env.tar.gz', force=True, filters=[('exclude', '*/site-packages/__editable__*'), ('exclude', '*/__pycache__/*')])"
 	@echo "built dist/reviewpipe-env.tar.gz (the code itself ships as $(ZIP) through --py-files)"
 
 data: $(STAMP) ## find, verify and extract the aclImdb archive (IMDB_ARCHIVE=... to give one)

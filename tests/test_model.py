@@ -7,7 +7,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reviewpipe import constants as C
 from reviewpipe.config import ConfigError, load_conf
 from reviewpipe.shards import crop
 from reviewpipe.tokenizer import TokenizerSpec, pad, pad_flat, texts_to_ids, tokenize

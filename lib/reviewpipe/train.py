@@ -222,6 +222,36 @@ class _no_interrupt:
         return False
 
 
+def _run_folder(runs: Path, run_id: str | None, resume: bool, fingerprint: str,
+                conf: PipelineConf) -> tuple[str, Path]:
+    """(run id, folder) of a new run, or of the run ``--resume`` continues (checked)."""
+    if resume and not run_id:
+        found = latest_unfinished(runs)
+        if found is None:
+            raise TrainError(f"--resume: no unfinished run with a checkpoint in {runs}")
+        run_id = found.name
+    run_id = run_id or new_run_id(conf)
+    run_dir = runs / run_id
+    if not resume:
+        if run_dir.exists():
+            raise TrainError(f"run folder {run_dir} already exists; pick another --run-id or pass --resume")
+        return run_id, run_dir
+    meta_path = run_dir / C.RUN_META
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    if meta.get("status") == COMPLETE:
+        raise TrainError(f"run {run_dir} is already complete; nothing to resume")
+    if not (run_dir / C.RUN_CHECKPOINTS / "state.json").is_file():
+        raise TrainError(f"--resume: {run_dir} has no checkpoint (it stopped before its first epoch "
+                         f"ended); start a new run")
+    if meta.get("vocab_fingerprint") != fingerprint:
+        raise TrainError(f"--resume: {run_dir} was trained with vocabulary "
+                         f"{str(meta.get('vocab_fingerprint'))[:12]}…, not {fingerprint[:12]}…")
+    if json.loads((run_dir / C.RUN_CONF).read_text(encoding="utf-8")) != conf.to_dict():
+        log.warning("--resume: the conf differs from the run's conf.json; continuing with the run's "
+                    "model (the checkpoint) and the new training settings")
+    return run_id, run_dir
+
+
 # ---------------------------------------------------------------------------------------
 # the job
 
@@ -249,31 +279,8 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
 
         pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
 
-    runs = Path(runs_dir)
-    if resume and not run_id:
-        found = latest_unfinished(runs)
-        if found is None:
-            raise TrainError(f"--resume: no unfinished run with a checkpoint in {runs}")
-        run_id = found.name
-    run_id = run_id or new_run_id(conf)
-    run_dir = runs / run_id
+    run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, vocab.fingerprint, conf)
     ckpt = run_dir / C.RUN_CHECKPOINTS
-    if resume:
-        meta = json.loads((run_dir / C.RUN_META).read_text(encoding="utf-8")) if (run_dir / C.RUN_META).is_file() else {}
-        if meta.get("status") == COMPLETE:
-            raise TrainError(f"run {run_dir} is already complete; nothing to resume")
-        if not (ckpt / "state.json").is_file():
-            raise TrainError(f"--resume: {run_dir} has no checkpoint (it stopped before its first epoch "
-                             f"ended); start a new run")
-        if meta.get("vocab_fingerprint") != vocab.fingerprint:
-            raise TrainError(f"--resume: {run_dir} was trained with vocabulary "
-                             f"{str(meta.get('vocab_fingerprint'))[:12]}…, not {vocab.fingerprint[:12]}…")
-        conf_used = json.loads((run_dir / C.RUN_CONF).read_text(encoding="utf-8"))
-        if conf_used != conf.to_dict():
-            log.warning("--resume: the conf differs from the run's conf.json; continuing with the run's "
-                        "model (the checkpoint) and the new training settings")
-    elif run_dir.exists():
-        raise TrainError(f"run folder {run_dir} already exists; pick another --run-id or pass --resume")
 
     import keras
     import tensorflow as tf

@@ -86,7 +86,9 @@ def pretrain(spark, reviews_dir: str, vocab_dir: str, out_dir: str, conf: Pipeli
     started = time.time()
     wc = conf.word2vec
     vocab = load_vocab(spark, vocab_dir)
-    docs = tokens_column(read_reviews(spark, reviews_dir, wc.splits), vocab.tokenizer)
+    reviews = read_reviews(spark, reviews_dir, wc.splits)
+    n_docs = reviews.count()  # from the Parquet metadata; tokenizing happens once, inside fit
+    docs = tokens_column(reviews, vocab.tokenizer)
     partitions = wc.partitions or spark.sparkContext.defaultParallelism
     w2v = Word2Vec(vectorSize=wc.dim, windowSize=wc.window, minCount=wc.min_count, maxIter=wc.iterations,
                    numPartitions=partitions, stepSize=wc.step_size, seed=wc.seed, inputCol="tokens")
@@ -104,7 +106,7 @@ def pretrain(spark, reviews_dir: str, vocab_dir: str, out_dir: str, conf: Pipeli
     spec = {"vocab_fingerprint": vocab.fingerprint, "dim": wc.dim, "window": wc.window,
             "min_count": wc.min_count, "iterations": wc.iterations, "partitions": partitions,
             "step_size": wc.step_size, "seed": wc.seed, "splits": list(wc.splits),
-            "documents": docs.count(), "word2vec_vocabulary": len(words), **cover,
+            "documents": n_docs, "word2vec_vocabulary": len(words), **cover,
             "seconds": round(time.time() - started, 1)}
     (out / W2V_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("word2vec: %d-d vectors for %d of %d vocabulary words (coverage %.4f) in %.0fs",

@@ -276,21 +276,24 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         cores = spark.sparkContext.defaultParallelism
         if good.rdd.getNumPartitions() < cores:  # inference dominates: give every core a share
             good = good.repartition(cores)
-        scores = (good.select(C.REVIEW_ID, C.LABEL, predict(C.TEXT).alias(C.PROBABILITY))
+        scores = (good.select(C.REVIEW_ID, predict(C.TEXT).alias(C.PROBABILITY))
                   .select(C.REVIEW_ID, C.PROBABILITY,
                           (F.col(C.PROBABILITY) >= sc.threshold).cast("tinyint").alias(C.PREDICTED_LABEL),
                           F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
                           F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
-                          F.lit(run_date).alias(C.RUN_DATE), C.LABEL))
+                          F.lit(run_date).alias(C.RUN_DATE)))
+        bad = records.filter(F.col("reason").isNotNull())
+        by_reason = {r["reason"]: r["n"] for r in bad.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        n_bad = sum(by_reason.values())
         t_score = time.time()
-        if records.filter(F.col("reason").isNull()).limit(1).count():
-            scores.drop(C.LABEL).write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
+        if rows_in > n_bad:
+            scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
         else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
             storage.delete(spark, part)
             storage.mkdirs(spark, part)
         score_seconds = time.time() - t_score
         excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
-        bad = records.filter(F.col("reason").isNotNull()).select(
+        bad = bad.select(
             C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
             F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
@@ -298,8 +301,6 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
 
         written = spark.read.schema(SCORE_SCHEMA).parquet(part)
         n_scored = written.count()
-        by_reason = {r[C.REASON]: r["n"] for r in bad.groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
-        n_bad = sum(by_reason.values())
         if n_scored + n_bad != rows_in:
             raise ScoreError(f"counts do not reconcile for {run_date}: {rows_in} rows in != {n_scored} scored + "
                              f"{n_bad} quarantined")
@@ -319,7 +320,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         reports = f"{out}/{C.SCORES_REPORTS}/{C.RUN_DATE}={run_date}"
         storage.delete(spark, f"{reports}/{C.SCORE_METRICS}")
         # metrics from what was written, joined back to the labels (no second inference)
-        labels = good.filter(F.col(C.LABEL).isNotNull()).select(C.REVIEW_ID, C.LABEL)
+        labels = records.filter(F.col("reason").isNull() & F.col(C.LABEL).isNotNull()).select(C.REVIEW_ID, C.LABEL)
         if labels.limit(1).count():
             metrics = evaluate(written.join(labels, C.REVIEW_ID))
             metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))

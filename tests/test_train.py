@@ -126,3 +126,25 @@ def test_resume_after_sigterm_finishes_the_run(data):
     assert json.loads((run_dir / C.RUN_META).read_text())["status"] == "complete"
     assert json.loads((run_dir / C.RUN_METRICS).read_text())["epochs"] == 4
     assert not (run_dir / C.RUN_CHECKPOINTS).exists() and (run_dir / C.RUN_MODEL).is_file()
+
+
+def test_resume_drops_history_rows_past_the_checkpoint(tmp_path):
+    from reviewpipe.train import _trim_history
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,loss\n0,0.6,0.7\n1,0.7,0.6\n2,0.8,0.5\n", encoding="utf-8")
+    _trim_history(history, 2)  # killed after epoch 2's CSV row, before its checkpoint
+    assert history.read_text(encoding="utf-8").splitlines() == ["epoch,accuracy,loss", "0,0.6,0.7", "1,0.7,0.6"]
+    _trim_history(history, 2)
+    assert len(history.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_sigterm_is_a_flag_acted_on_between_batches():
+    from reviewpipe import train as T
+
+    T._TERMINATED["flag"] = False
+    T._raise_if_terminated()  # nothing pending: no-op
+    T._on_sigterm(signal.SIGTERM, None)  # sets the flag, raises nothing inside the handler
+    with pytest.raises(T.Interrupted):
+        T._raise_if_terminated()
+    T._TERMINATED["flag"] = False

@@ -19,6 +19,7 @@ epoch; ``--resume`` continues from there and finishes the folder.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -175,6 +176,14 @@ def _make_checkpointer(ckpt: Path, patience: int, state: dict):
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
 
+        # SIGTERM only sets a flag (a signal handler that raises can land inside TF's own
+        # Python code and come out as an unrelated error); it is acted on here, between batches.
+        def on_train_batch_end(self, batch, logs=None):
+            _raise_if_terminated()
+
+        def on_test_batch_end(self, batch, logs=None):
+            _raise_if_terminated()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             state["epoch_seconds"].append(round(time.perf_counter() - self._t0, 3))
@@ -185,11 +194,11 @@ def _make_checkpointer(ckpt: Path, patience: int, state: dict):
             else:
                 state["wait"] += 1
             state["epochs_done"] = epoch + 1
-            with _no_interrupt():  # the checkpoint and its state are written as a pair
-                tmp = ckpt / "last.tmp.keras"
-                self.model.save(tmp)
-                os.replace(tmp, ckpt / "last.keras")
-                _write_json(ckpt / "state.json", state)
+            tmp = ckpt / "last.tmp.keras"  # the checkpoint and its state are written as a pair
+            self.model.save(tmp)
+            os.replace(tmp, ckpt / "last.keras")
+            _write_json(ckpt / "state.json", state)
+            _raise_if_terminated()
             if patience and state["wait"] >= patience:
                 log.info("early stopping: val_loss has not improved for %d epochs (best %.4f at epoch %d)",
                          state["wait"], state["best_val_loss"], state["best_epoch"])
@@ -198,28 +207,40 @@ def _make_checkpointer(ckpt: Path, patience: int, state: dict):
     return Checkpointer()
 
 
-_SIGNALS = {"critical": False, "pending": False}
+_TERMINATED = {"flag": False}
 
 
 def _on_sigterm(signum, frame):
-    if _SIGNALS["critical"]:
-        _SIGNALS["pending"] = True
+    """First SIGTERM: finish the current batch (or checkpoint) and stop cleanly. A second
+    one while still running kills the process with the default action."""
+    if _TERMINATED["flag"]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    _TERMINATED["flag"] = True
+
+
+def _raise_if_terminated() -> None:
+    if _TERMINATED["flag"]:
+        raise Interrupted()
+
+
+def _trim_history(path: Path, epochs_done: int) -> None:
+    """Drop history rows of epochs after the checkpoint (a kill between the CSV row and the
+    checkpoint), so a resumed run's history has each epoch once."""
+    if not path.is_file():
         return
-    raise Interrupted()
-
-
-class _no_interrupt:
-    """Defer SIGTERM until the block ends, so a checkpoint is never half written."""
-
-    def __enter__(self):
-        _SIGNALS["critical"] = True
-
-    def __exit__(self, *exc):
-        _SIGNALS["critical"] = False
-        if _SIGNALS["pending"]:
-            _SIGNALS["pending"] = False
-            raise Interrupted()
-        return False
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
+    if len(keep) != len(rows):
+        log.warning("--resume: dropping %d history row(s) past the checkpoint (epoch %d)",
+                    len(rows) - len(keep), epochs_done)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, path)
 
 
 def _run_folder(runs: Path, run_id: str | None, resume: bool, fingerprint: str,
@@ -359,8 +380,11 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     ]
     print("\n".join(summary), flush=True)
 
+    if resume:
+        _trim_history(run_dir / C.RUN_HISTORY, state["epochs_done"])
     callbacks = [keras.callbacks.CSVLogger(str(run_dir / C.RUN_HISTORY), append=resume),
                  _make_checkpointer(ckpt, tc.early_stopping_patience, state)]
+    _TERMINATED["flag"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -370,6 +394,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
                 tc.early_stopping_patience and state["wait"] >= tc.early_stopping_patience):
             model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state["epochs_done"],
                       steps_per_epoch=steps if explicit_steps else None, callbacks=callbacks, verbose=verbose, shuffle=False)
+        _raise_if_terminated()  # arrived after the last batch callback
     except Interrupted:
         raise TrainError(f"interrupted by SIGTERM after epoch {state['epochs_done']}; continue with --resume "
                          f"--run-id {run_id}") from None

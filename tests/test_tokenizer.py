@@ -71,3 +71,20 @@ def test_keras_mode_equals_tf_keras_text_to_word_sequence():
 
     for text in ["Hello, World! <br />New\tline", "Ünïcödé İSTANBUL ΣΟΦΟΣ", "a--b  c", ""]:
         assert tokenize(text, KERAS) == text_to_word_sequence(text)
+
+
+def keras_reference(text: str, filters: str, split: str, lower: bool) -> list[str]:
+    """legacy Keras text_to_word_sequence, verbatim."""
+    if lower:
+        text = text.lower()
+    text = text.translate(str.maketrans({c: split for c in filters}))
+    return [t for t in text.split(split) if t]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(unicode_text, st.text(max_size=60)),
+       filters=st.sampled_from([KERAS.filters, "!.,", "]^-\\[", "", "aé"]),
+       split=st.sampled_from([" ", "-", "\n", "é", "ab"]), lower=st.booleans())
+def test_keras_mode_equals_the_keras_algorithm_for_any_filters_and_split(text, filters, split, lower):
+    spec = TokenizerSpec(mode="keras", filters=filters, split=split, lower=lower)
+    assert tokenize(text, spec) == keras_reference(text, filters, split, lower)

@@ -70,6 +70,10 @@ def tokenize(text: str, spec: TokenizerSpec) -> list[str]:
     if spec.mode == "keras":
         if spec.lower:
             text = text.lower()
+        if len(spec.split) == 1:
+            # Keras maps every filter to ``split``, splits on it and drops empty strings: the
+            # tokens are the maximal runs of other characters (one C pass, no translate).
+            return _keras_runs(spec.filters, spec.split).findall(text)
         text = text.translate(_keras_table(spec.filters, spec.split))
         return [t for t in text.split(spec.split) if t]
     if not text.isascii():
@@ -81,6 +85,14 @@ def tokenize(text: str, spec: TokenizerSpec) -> list[str]:
 
 
 _TABLES: dict[tuple[str, str], dict[int, str]] = {}
+_RUNS: dict[tuple[str, str], re.Pattern] = {}
+
+
+def _keras_runs(filters: str, split: str) -> re.Pattern:
+    key = (filters, split)
+    if key not in _RUNS:
+        _RUNS[key] = re.compile("[^" + "".join(re.escape(c) for c in sorted(set(filters + split))) + "]+")
+    return _RUNS[key]
 
 
 def _keras_table(filters: str, split: str) -> dict[int, str]:
@@ -132,7 +144,8 @@ def _tag_mask(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
 
 
 def _ascii_split(texts, spec: TokenizerSpec):
-    """Tokenize pure-ASCII rows on their bytes.  Returns (tokens StringArray, row of each)."""
+    """Tokenize pure-ASCII rows on their bytes.  Returns (tokens StringArray, row offsets
+    into the tokens: row i's tokens are ``[row_offsets[i], row_offsets[i + 1])``)."""
     import pyarrow as pa
 
     buf, offs = _string_buffers(texts)
@@ -145,22 +158,20 @@ def _ascii_split(texts, spec: TokenizerSpec):
         is_sep = sep_bytes[b]
     else:
         is_sep = ~_WORD_BYTES[buf] | _tag_mask(buf, offs)
+    n = len(buf)
     keep = ~is_sep
-    row_start = np.zeros(len(buf) + 1, bool)
-    row_start[offs[:-1]] = True
-    prev_sep = np.empty(len(buf), bool)
-    if len(buf):
-        prev_sep[0] = True
-        prev_sep[1:] = is_sep[:-1]
-    starts = np.flatnonzero(keep & (prev_sep | row_start[:-1]))
+    # A token is a maximal run of kept bytes inside one row: it starts after a separator or
+    # at a row start, and ends before a separator or at a row end.
+    boundary = np.ones(n + 1, bool)
+    boundary[1:n] = is_sep[:-1] | is_sep[1:]
+    boundary[offs] = True
+    starts = np.flatnonzero(keep & boundary[:-1])
+    ends = np.flatnonzero(keep & boundary[1:]) + 1
     data = b[keep]
-    compressed = np.cumsum(keep) - keep  # index of each kept byte in ``data``
-    tok_offsets = np.empty(len(starts) + 1, np.int32)
-    tok_offsets[:-1] = compressed[starts]
-    tok_offsets[-1] = len(data)
+    tok_offsets = np.zeros(len(starts) + 1, np.int32)
+    np.cumsum(ends - starts, out=tok_offsets[1:])
     values = pa.StringArray.from_buffers(len(starts), pa.py_buffer(tok_offsets), pa.py_buffer(data.tobytes()))
-    parents = np.searchsorted(offs, starts, side="right") - 1
-    return values, parents
+    return values, np.searchsorted(starts, offs).astype(np.int32)
 
 
 def _ascii_tokens(texts, spec: TokenizerSpec):
@@ -168,14 +179,15 @@ def _ascii_tokens(texts, spec: TokenizerSpec):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    flat, parents = _ascii_split(texts, spec)
+    flat, row_offsets = _ascii_split(texts, spec)
     if spec.mode == "keras" or len(flat) == 0:
-        return _from_parents(flat, parents, len(texts))
+        return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), flat)
     # Characters outside [A-Za-z0-9'] always end a word, so applying the reference regex
     # only to the pieces that contain an apostrophe is exact.
     quote = pc.match_substring(flat, "'").to_numpy(zero_copy_only=False)
     if not quote.any():
-        return _from_parents(flat, parents, len(texts))
+        return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), flat)
+    parents = np.repeat(np.arange(len(texts)), np.diff(row_offsets))
     q_idx = np.flatnonzero(quote)
     expanded = [_WORD.findall(p) for p in flat.take(pa.array(q_idx)).to_pylist()]
     k = np.fromiter((len(e) for e in expanded), np.int64, len(expanded))
@@ -278,5 +290,5 @@ def pad_flat(values: np.ndarray, lengths: np.ndarray, maxlen: int, padding: str,
     keep = (pos >= first[rows]) & (pos < first[rows] + maxlen)
     shift = (maxlen - kept) if padding == "pre" else np.zeros(n, np.int64)
     cols = pos - first[rows] + shift[rows]
-    out[rows[keep], cols[keep]] = values[keep]
+    out.reshape(-1)[rows[keep] * maxlen + cols[keep]] = values[keep]
     return out

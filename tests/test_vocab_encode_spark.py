@@ -215,3 +215,18 @@ def test_spark_encode_equals_python_tokenizer_on_fuzzed_unicode(spark, conf, tmp
         ids, _ = texts_to_ids(tokenize(text, spec), vocab.word_index(), spec)
         row = got[f"train/{i}"]
         assert row[C.IDS][: row[C.LENGTH]] == ids[-64:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(0, 70), max_size=15), max_size=20), big=st.booleans())
+def test_doc_counts_radix_and_hash_paths_agree(rows, big):
+    from reviewpipe.vocab import _doc_counts
+
+    k = (1 << 16) + 5 if big else 71  # the hash path above 2**16 dictionary entries
+    codes = np.array([c for r in rows for c in r], np.int64)
+    parents = np.repeat(np.arange(len(rows)), [len(r) for r in rows]).astype(np.int64)
+    want = np.zeros(k, np.int64)
+    for r in rows:
+        for c in set(r):
+            want[c] += 1
+    np.testing.assert_array_equal(_doc_counts(codes, parents, k), want)

@@ -60,9 +60,15 @@ def sequences(texts, tokens: Sequence[str], spec: TokenizerSpec):
 
 def encode_batch(batch, tokens: Sequence[str], spec: TokenizerSpec, enc: EncodeConf, matrix_args: dict | None):
     """One Arrow batch of reviews -> an Arrow table in the shard schema."""
+    values, lengths, oov = sequences(batch.column(C.TEXT), tokens, spec)
+    return shard_table(batch, values, lengths, oov, enc, matrix_args)
+
+
+def shard_table(batch, values: np.ndarray, lengths: np.ndarray, oov: np.ndarray, enc: EncodeConf,
+                matrix_args: dict | None):
+    """Rows of ``batch`` (review_id, label) with their sequences -> the shard schema."""
     import pyarrow as pa
 
-    values, lengths, oov = sequences(batch.column(C.TEXT), tokens, spec)
     ids = pad_flat(values, lengths, enc.maxlen, enc.padding, enc.truncating)
     n = len(lengths)
     cols = {

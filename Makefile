@@ -39,7 +39,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode train resume compare score score-pending evaluate neighbors analogy pretrain pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ vocab: $(STAMP) $(ZIP) ## Spark vocabulary over vocab.splits of $(INGEST_OUT)/re
 
 encode: $(STAMP) $(ZIP) ## Spark encode of every split -> $(SHARDS_OUT) (Parquet shards + _manifest.json)
 	$(SUBMIT) jobs/encode.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(SHARDS_OUT) $(JOBARGS)
+
+prepare: $(STAMP) $(ZIP) ## vocab + encode from one tokenization of the text (same artifacts as `make vocab encode`, faster)
+	$(SUBMIT) jobs/prepare.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --shards $(SHARDS_OUT) $(JOBARGS)
 
 pretrain: $(STAMP) $(ZIP) ## Spark Word2Vec over word2vec.splits -> $(W2V_OUT); then SET="model.embedding_init=word2vec:$(W2V_OUT)"
 	$(SUBMIT) jobs/pretrain_word2vec.py --reviews $(INGEST_OUT)/reviews --vocab $(VOCAB_OUT) --output $(W2V_OUT) $(JOBARGS)
@@ -135,8 +138,8 @@ cluster-down: ## stop only the master and workers that cluster-up started
 	    kill -0 $$pid 2>/dev/null && kill -9 $$pid; echo "stopped $$(basename $$p .pid) ($$pid)"; fi; rm -f $$p; \
 	done
 
-pipeline: ## ingest -> vocab -> encode -> score (val) through spark-submit on MASTER (e.g. spark://127.0.0.1:7077)
-	$(MAKE) --no-print-directory ingest vocab encode
+pipeline: ## ingest -> prepare (vocab + encode) -> score (val) through spark-submit on MASTER (e.g. spark://127.0.0.1:7077)
+	$(MAKE) --no-print-directory ingest prepare
 	@test -n "$(LATEST_RUN)" || $(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory evaluate
 
@@ -154,10 +157,9 @@ TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an
 explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)
 	$(PY) jobs/explain.py --text "$(TEXT)" --vocab $(VOCAB_OUT) $(JOBARGS)
 
-run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab -> encode -> train -> score val
+run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab + encode -> train -> score val
 	$(MAKE) --no-print-directory ingest
-	$(MAKE) --no-print-directory vocab
-	$(MAKE) --no-print-directory encode
+	$(MAKE) --no-print-directory prepare
 	$(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory evaluate
 	@$(PY) jobs/summary.py --ingest $(INGEST_OUT) --vocab $(VOCAB_OUT) --shards $(SHARDS_OUT) --runs $(RUNS_DIR) --scores $(SCORES_OUT) --run-date $(RUN_DATE)
@@ -172,7 +174,7 @@ bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer inp
 	$(PY) bench/bench_ingest.py --conf $(CONF)
 	@test -f $(INGEST_OUT)/ingest_summary.json || $(MAKE) --no-print-directory ingest
 	$(PY) bench/bench_vocab_encode.py --reviews $(INGEST_OUT)/reviews
-	@test -f $(SHARDS_OUT)/_manifest.json || $(MAKE) --no-print-directory vocab encode
+	@test -f $(SHARDS_OUT)/_manifest.json || $(MAKE) --no-print-directory prepare
 	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT)
 
 bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)

@@ -1,0 +1,251 @@
+"""Vocabulary and shards from one tokenization of the text: the fused vocab+encode job.
+
+``build_vocab`` then ``encode`` tokenize every review twice (to count, then to encode) and
+range-partition the text through a shuffle.  :func:`prepare` tokenizes each review once:
+
+pass 1
+    Each input partition is tokenized one Arrow batch at a time, as it is read (no shuffle,
+    no sort).  The batch's tokens are dictionary-encoded; the codes and the
+    batch's small dictionary go to an Arrow IPC stream in the staging folder, and the
+    vocabulary splits' tokens are counted from the codes (map-side combined per task).
+driver
+    The partial counts are summed in Spark, ranked, cut and fingerprinted by the very
+    functions ``build_vocab`` uses; the vocabulary artifact is published.
+pass 2
+    Each stream is read back; every batch's dictionary is looked up in the vocabulary once
+    (one lookup per distinct word of the batch, not per token), its codes are mapped with
+    one ``take``, padded, and written by the encode job's shard writer.
+
+The vocabulary artifact is byte-identical to ``build_vocab``'s, and the shards hold the same
+rows as ``encode``'s (tests check both); only the grouping of rows into part files differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from reviewpipe import constants as C
+from reviewpipe import encode as E
+from reviewpipe import storage
+from reviewpipe import vocab as V
+from reviewpipe.config import EncodeConf, PipelineConf
+from reviewpipe.tokenizer import TokenizerSpec, tokenize_arrow
+
+log = logging.getLogger(__name__)
+
+TOKENS_DIR = "_tokens"  # pass-1 streams, inside the shards staging folder; removed before publishing
+CODES = "codes"
+PASS1_SCHEMA = "token string, count long, doc_count long, first_key long, file string, rows long"
+
+
+# ---------------------------------------------------------------------------------------
+# pass 1 (executor side)
+
+def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Sequence[str], stage_uri: str,
+                       merge_every: int = 16) -> Iterator:
+    """mapInArrow body: write the partition's token codes to one IPC stream, and yield the
+    vocabulary splits' partial counts plus one row naming the stream."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    fs, base = E._filesystem(stage_uri)
+    fs.create_dir(f"{base}/{TOKENS_DIR}", recursive=True)
+    name = f"{TOKENS_DIR}/part-{ctx.partitionId():05d}-{ctx.attemptNumber()}.arrows"
+    value_set = pa.array(list(vocab_splits), pa.string())
+    pending, merged, writer, rows = [], None, None, 0
+    with fs.open_output_stream(f"{base}/{name}") as sink:
+        for batch in batches:
+            lists = tokenize_arrow(batch.column(C.TEXT), spec)
+            enc = pc.dictionary_encode(pc.list_flatten(lists))
+            offsets = lists.offsets
+            out = pa.record_batch({C.REVIEW_ID: batch.column(C.REVIEW_ID), C.SPLIT: batch.column(C.SPLIT),
+                                   C.LABEL: batch.column(C.LABEL).cast(pa.int8()),
+                                   CODES: pa.ListArray.from_arrays(offsets, enc)})
+            if writer is None:
+                writer = ipc.new_stream(sink, out.schema)
+            writer.write_batch(out)
+            rows += len(out)
+            counted = pc.is_in(batch.column(C.SPLIT), value_set=value_set).to_numpy(zero_copy_only=False)
+            if len(enc) and counted.any():
+                ordinals = batch.column(C.ORDINAL).to_numpy(zero_copy_only=False)
+                pending.append(V.partial_counts(enc.dictionary, enc.indices.to_numpy(), offsets.to_numpy(),
+                                                ordinals, None if counted.all() else counted))
+            if len(pending) >= merge_every:
+                merged, pending = V._merge(([merged] if merged is not None else []) + pending), []
+        if writer is not None:
+            writer.close()
+    if pending:
+        merged = V._merge(([merged] if merged is not None else []) + pending)
+    schema = pa.schema([("token", pa.string()), ("count", pa.int64()), ("doc_count", pa.int64()),
+                        ("first_key", pa.int64()), ("file", pa.string()), ("rows", pa.int64())])
+    if merged is not None and len(merged):
+        n = len(merged)
+        table = merged.cast(V._partial_arrow_schema()).append_column(
+            "file", pa.nulls(n, pa.string())).append_column("rows", pa.nulls(n, pa.int64()))
+        yield from table.cast(schema).to_batches(max_chunksize=65536)
+    yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows}], schema=schema)
+
+
+# ---------------------------------------------------------------------------------------
+# pass 2 (executor side)
+
+def map_codes(dictionary, codes: np.ndarray, offsets: np.ndarray, tokens_set, spec: TokenizerSpec):
+    """Token codes of one batch -> (flat ids, lengths, OOV counts), the ``sequences`` contract
+    of the encode job, with one vocabulary lookup per dictionary entry."""
+    import pyarrow.compute as pc
+
+    lengths = np.diff(offsets).astype(np.int64)
+    n = len(lengths)
+    if len(codes) == 0:
+        return np.zeros(0, np.int32), lengths, np.zeros(n, np.int64)
+    pos = pc.index_in(dictionary, value_set=tokens_set)
+    known_entry = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+    entry_ids = pc.fill_null(pos, -1).to_numpy().astype(np.int64) + spec.first_word_index
+    values = entry_ids[codes]
+    known = known_entry[codes]
+    oov = np.bincount(np.repeat(np.arange(n), lengths)[~known], minlength=n)
+    if spec.oov_token:
+        values[~known] = C.OOV_INDEX
+    else:
+        values = values[known]
+        lengths = lengths - oov
+    return values.astype(np.int32), lengths, oov
+
+
+def encode_streams(files: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeConf, matrix_args: dict | None,
+                   stage_uri: str) -> Iterator:
+    """mapPartitions body over (task, stream) pairs: encode and write the shards; yields one
+    ("file", split, name, rows, task, seq) per file and one ("tokens", split, tokens, oov)
+    per split seen."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+
+    fs, base = E._filesystem(stage_uri)
+    tokens_set = pa.array(tokens_bc.value, pa.string())
+    for task, name in files:
+        writers: dict[str, E._ShardWriter] = {}
+        totals: dict[str, list[int]] = {}
+        with fs.open_input_stream(f"{base}/{name}") as source:
+            for batch in ipc.open_stream(source):
+                codes = batch.column(CODES)
+                values, lengths, oov = map_codes(codes.values.dictionary, codes.values.indices.to_numpy(),
+                                                  codes.offsets.to_numpy(), tokens_set, spec)
+                table = E.shard_table(batch, values, lengths, oov, enc, matrix_args)
+                n_tokens = np.diff(codes.offsets.to_numpy())
+                splits = batch.column(C.SPLIT)
+                present = pc.unique(splits).to_pylist()
+                for split in present:
+                    mask = None if len(present) == 1 else pc.equal(splits, split)
+                    part = table if mask is None else table.filter(mask)
+                    sel = np.ones(len(table), bool) if mask is None else mask.to_numpy(zero_copy_only=False)
+                    t = totals.setdefault(split, [0, 0])
+                    t[0] += int(n_tokens[sel].sum())
+                    t[1] += int(oov[sel].sum())
+                    writers.setdefault(split, E._ShardWriter(fs, base, split, task, enc)).add(part)
+        for w in writers.values():
+            for split, file, rows, t, seq in w.finish():
+                yield ("file", split, file, rows, t, seq)
+        for split, (n, o) in totals.items():
+            yield ("tokens", split, n, o)
+
+
+# ---------------------------------------------------------------------------------------
+# driver
+
+@contextlib.contextmanager
+def _sql_conf(spark, key: str, value) -> Iterator[None]:
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(value))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: PipelineConf,
+            vocab_splits: Sequence[str] | None = None, splits: Sequence[str] | None = None) -> dict:
+    """Build the vocabulary over ``vocab_splits`` and encode ``splits`` (default: all) from
+    one tokenization.  Publishes the vocabulary, then the shards; returns both summaries."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    started = time.time()
+    vocab_splits = V.check_splits(vocab_splits or conf.vocab.splits)
+    spec = TokenizerSpec.from_conf(conf.tokenizer)
+    enc = conf.encode
+    reviews = spark.read.parquet(reviews_dir)
+    if splits:
+        reviews = reviews.filter(F.col(C.SPLIT).isin(list(splits)))
+    reviews = reviews.select(C.REVIEW_ID, C.SPLIT, C.ORDINAL, C.LABEL, C.TEXT)
+    counts = {r[C.SPLIT]: r["n"] for r in reviews.groupBy(C.SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
+    n_docs = sum(counts.get(s, 0) for s in vocab_splits)
+    if n_docs == 0:
+        raise V.VocabError(f"{reviews_dir}: no reviews in splits {vocab_splits}")
+    existing = E.read_manifest(spark, shards_out) if storage.exists(spark, shards_out) else None
+
+    with storage.staged_output(spark, shards_out) as stage:
+        storage.mkdirs(spark, stage)
+        stage_uri = storage.qualify(spark, stage)
+        # No sort and no shuffle: the JVM's reading pipelines with the Python tokenizer (a sort
+        # would hold each whole partition back first), and counting does not need row order.
+        pass1 = (reviews
+                 .mapInArrow(lambda it: tokenize_partition(it, spec, vocab_splits, stage_uri), PASS1_SCHEMA)
+                 .persist(StorageLevel.MEMORY_AND_DISK))
+        # Several input splits per core, so that the last wave of tasks is short (without a
+        # shuffle, the scan's splits are pass 1's tasks).
+        with _sql_conf(spark, "spark.sql.files.minPartitionNum", 4 * spark.sparkContext.defaultParallelism):
+            streams = sorted((r["file"], r["rows"]) for r in pass1.filter(F.col("file").isNotNull()).collect())
+        totals = (pass1.filter(F.col("token").isNotNull()).groupBy("token")
+                  .agg(F.sum("count").alias("count"), F.sum("doc_count").alias("doc_count"),
+                       F.min("first_key").alias("first_key"))).toArrow()
+        pass1.unpersist()
+        if sum(n for _, n in streams) != sum(counts.values()):
+            raise E.EncodeError(f"pass 1 tokenized {sum(n for _, n in streams)} reviews of {sum(counts.values())}")
+        vocab, vsummary, table_bytes, json_bytes = V.finish_vocab(totals, spec, conf, n_docs, vocab_splits)
+        if existing is not None and existing.get("vocab_fingerprint") != vocab.fingerprint:
+            raise E.EncodeError(
+                f"{shards_out} holds shards encoded with vocabulary {existing.get('vocab_fingerprint', '?')[:12]}…, "
+                f"but this build is {vocab.fingerprint[:12]}…; refusing to mix them. Remove {shards_out} or "
+                f"choose another shards output.")
+
+        matrix_args = None
+        if enc.matrix_mode:
+            matrix_args = {"mode": enc.matrix_mode, "num_words": vocab.size,
+                           "index_docs": vocab.index_docs(), "document_count": n_docs}
+        tokens_bc = spark.sparkContext.broadcast(vocab.tokens)
+        jobs = list(enumerate(name for name, _ in streams))
+        out = (spark.sparkContext.parallelize(jobs, max(len(jobs), 1))
+               .mapPartitions(lambda it: encode_streams(it, tokens_bc, spec, enc, matrix_args, stage_uri))
+               .collect())
+        tokens_bc.unpersist()
+        storage.delete(spark, f"{stage}/{TOKENS_DIR}")
+        written = [dict(zip(("split", "file", "rows", "task", "seq"), r[1:])) for r in out if r[0] == "file"]
+        files = E._rename_parts(spark, stage, written)
+        manifest = E._manifest(files, vocab, enc, counts)
+        storage.write_json(spark, f"{stage}/{C.MANIFEST}", manifest)
+
+        val = [r for r in out if r[0] == "tokens" and r[1] == C.VAL]
+        val_tokens = sum(r[2] for r in val)
+        vsummary["val_oov_rate"] = round(sum(r[3] for r in val) / val_tokens, 6) if val_tokens else None
+        vsummary["seconds"] = round(time.time() - started, 2)
+        with storage.staged_output(spark, vocab_out) as vstage:
+            V.write_artifact(spark, vstage, table_bytes, json_bytes, vsummary)
+    total = sum(counts.values())
+    manifest["seconds"] = round(time.time() - started, 2)
+    manifest["documents_per_second"] = round(total / max(manifest["seconds"], 1e-9), 1)
+    log.info("prepare: vocabulary %d words (%s…), %d reviews encoded into %d files in %.1fs",
+             vsummary["vocabulary_after_cut"], vocab.fingerprint[:12], total,
+             sum(len(f) for f in files.values()), manifest["seconds"])
+    return {"vocab": vsummary, "shards": manifest}

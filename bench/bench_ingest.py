@@ -62,7 +62,8 @@ def main() -> None:
             with Timer() as t_job:
                 summary = ingest(spark, str(root), str(out / "ingest"), conf)
         with Timer() as t_csv_spark:
-            summary_csv = ingest(spark, str(csv), str(out / "csv"), conf) if csv.is_file() else None
+            if csv.is_file():
+                ingest(spark, str(csv), str(out / "csv"), conf)
         spark.stop()
     finally:
         shutil.rmtree(out, ignore_errors=True)

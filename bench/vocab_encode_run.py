@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,9 +34,32 @@ def spark_run(reviews_dir: str, mode: str) -> dict:
     m = encode(spark, reviews_dir, f"{out}/vocab", f"{out}/shards", conf)
     total = time.perf_counter() - t0
     spark.stop()
+    shutil.rmtree(out, ignore_errors=True)
     return {"seconds": total, "session_seconds": t_session, "vocab_seconds": t_vocab,
             "encode_seconds": total - t_session - t_vocab, "vocab_words": v["vocabulary_after_cut"],
+            "fingerprint": v["fingerprint"],
             "rows": sum(s["rows"] for s in m["splits"].values())}
+
+
+def prepare_run(reviews_dir: str, mode: str) -> dict:
+    """The fused job: the same vocabulary and shards from one tokenization."""
+    from reviewpipe.config import load_conf
+    from reviewpipe.prepare import prepare
+    from reviewpipe.session import build_session
+
+    conf = load_conf(str(ROOT / "conf" / "pipeline.toml"),
+                     [f"tokenizer.mode={mode}", f"vocab.num_words={NUM_WORDS}", f"encode.maxlen={MAXLEN}",
+                      f"spark.defaults_file={ROOT / 'conf' / 'spark-defaults.conf'}"])
+    out = tempfile.mkdtemp(prefix="bench-prep-")
+    t0 = time.perf_counter()
+    spark = build_session(conf, master="local[2]")
+    t_session = time.perf_counter() - t0
+    res = prepare(spark, reviews_dir, f"{out}/vocab", f"{out}/shards", conf)
+    total = time.perf_counter() - t0
+    spark.stop()
+    shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": total, "session_seconds": t_session, "vocab_words": res["vocab"]["vocabulary_after_cut"],
+            "fingerprint": res["vocab"]["fingerprint"], "rows": sum(s["rows"] for s in res["shards"]["splits"].values())}
 
 
 def load_texts(reviews_dir: str) -> list[str]:
@@ -77,6 +101,8 @@ if __name__ == "__main__":
     with TreeSampler(os.getpid()) as sampler:
         if kind.startswith("spark"):
             res = spark_run(reviews_dir, kind.split(":")[1])
+        elif kind.startswith("prepare"):
+            res = prepare_run(reviews_dir, kind.split(":")[1])
         elif kind == "keras":
             res = keras_legacy(reviews_dir)
         else:

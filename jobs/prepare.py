@@ -28,11 +28,12 @@ def _main(argv: Sequence[str]) -> int:
                         help="comma-separated splits the vocabulary counts (default: vocab.splits; never val/test)")
     parser.add_argument("--splits", default=None, help="comma-separated splits to encode (default: all)")
     args = parser.parse_args(argv)
+    if args.vocab_splits:  # validated with the rest of the conf, before Spark starts
+        args.overrides.append(f"vocab.splits={args.vocab_splits}")
     conf = cli.load_job_conf(args)
-    vocab_splits = [s for s in args.vocab_splits.split(",") if s] if args.vocab_splits else None
     splits = [s for s in args.splits.split(",") if s] if args.splits else None
     with spark_session(conf, master=args.master) as spark:
-        out = prepare(spark, args.reviews, args.vocab, args.shards, conf, vocab_splits, splits)
+        out = prepare(spark, args.reviews, args.vocab, args.shards, conf, splits=splits)
     v, m = out["vocab"], out["shards"]
     print(json.dumps({"vocab_fingerprint": v["fingerprint"], "vocabulary": v["vocabulary_after_cut"],
                       "token_coverage": v["token_coverage"], "val_oov_rate": v["val_oov_rate"],

@@ -49,6 +49,23 @@ def test_seed_preset_is_the_seed_notebook():
     assert load_conf(None, ["model.preset=seed", "model.units=48"]).model.units == 48
 
 
+def test_cosine_schedule_decays_to_zero_over_the_run_and_constant_stays():
+    import keras
+
+    conf = load_conf(None, ["train.lr_schedule=cosine", "train.epochs=3", "train.learning_rate=0.002"])
+    model = M.build_model(conf.model, M.plan(conf.model, 100, 10, "post"))
+    M.compile_model(model, conf.train, steps_per_epoch=50)
+    schedule = model.optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert schedule.decay_steps == 150
+    assert [round(float(schedule(s)), 6) for s in (0, 75, 150, 400)] == [0.002, 0.001, 0.0, 0.0]
+    model = M.build_model(conf.model, M.plan(conf.model, 100, 10, "post"))
+    M.compile_model(model, load_conf(None, ["train.learning_rate=0.002"]).train, steps_per_epoch=50)
+    assert round(float(model.optimizer.learning_rate), 6) == 0.002
+    with pytest.raises(ConfigError, match="train.lr_schedule: 'step' is not one of 'constant', 'cosine'"):
+        load_conf(None, ["train.lr_schedule=step"])
+
+
 def test_auto_embedding_dim_and_mask_rules():
     conf = load_conf(None, ["model.embedding_dim=auto"])
     assert M.plan(conf.model, 20000, 10, "post").embedding_dim == 12  # round(20000 ** 0.25)

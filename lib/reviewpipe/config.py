@@ -111,6 +111,8 @@ class TrainConf:
     batch_size: int = _opt(64, min=1)
     optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
     learning_rate: float = _opt(0.002, min=0.0)
+    lr_schedule: str = _opt("constant", choices=("constant", "cosine"),
+                            doc="cosine: decay from learning_rate to 0 over train.epochs")
     clipnorm: float = _opt(1.0, min=0.0, doc="0 disables gradient clipping")
     seed: int = _opt(42, min=0)
     early_stopping_patience: int = _opt(2, min=0, doc="epochs without a better val_loss; 0 disables")

@@ -133,8 +133,11 @@ def build_model(mc: ModelConf, p: ModelPlan) -> keras.Model:
     return keras.Model(ids, out, name=f"{'bi' if mc.bidirectional else ''}{mc.cell}_classifier")
 
 
-def compile_model(model: keras.Model, tc: TrainConf) -> None:
-    kwargs = {"learning_rate": tc.learning_rate}
+def compile_model(model: keras.Model, tc: TrainConf, steps_per_epoch: int = 1) -> None:
+    lr = tc.learning_rate
+    if tc.lr_schedule == "cosine":  # a function of the optimizer's step count, so --resume keeps its place
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, tc.epochs * steps_per_epoch))
+    kwargs = {"learning_rate": lr}
     if tc.clipnorm:
         kwargs["clipnorm"] = tc.clipnorm
     opt = keras.optimizers.Adam(**kwargs) if tc.optimizer == "adam" else keras.optimizers.RMSprop(**kwargs)

@@ -349,7 +349,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
             model = M.build_model(mc, plan)
             if pretrained is not None:
                 model.get_layer("embedding").set_weights([pretrained])
-            M.compile_model(model, tc)
+            M.compile_model(model, tc, steps)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
 
@@ -373,7 +373,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         f"data       rows {rows}; training on {n_train} train / {n_val} val; maxlen {maxlen} "
         f"(shards {src_len}, {padding}-padded, {truncating}-truncated)",
         f"schedule   {steps} steps/epoch x {tc.epochs} epochs, batch {global_batch}, {tc.optimizer} "
-        f"lr {tc.learning_rate}, early stopping patience {tc.early_stopping_patience or 'off'}",
+        f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience {tc.early_stopping_patience or 'off'}",
         f"model      {model.name}: {model.count_params():,} parameters; embedding {plan.vocab_rows} x "
         f"{plan.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
         f"-> {mc.pooling} pooling",

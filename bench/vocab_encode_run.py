@@ -16,18 +16,24 @@ from procmem import TreeSampler  # noqa: E402
 MAXLEN, NUM_WORDS = 400, 20000
 
 
-def spark_run(reviews_dir: str, mode: str) -> dict:
+def _session(mode: str):
     from reviewpipe.config import load_conf
-    from reviewpipe.encode import encode
     from reviewpipe.session import build_session
-    from reviewpipe.vocab import build_vocab
 
     conf = load_conf(str(ROOT / "conf" / "pipeline.toml"),
                      [f"tokenizer.mode={mode}", f"vocab.num_words={NUM_WORDS}", f"encode.maxlen={MAXLEN}",
                       f"spark.defaults_file={ROOT / 'conf' / 'spark-defaults.conf'}"])
+    return conf, build_session(conf, master="local[2]")
+
+
+def spark_run(reviews_dir: str, mode: str) -> dict:
+    """build_vocab then encode in one session: two tokenizations."""
+    from reviewpipe.encode import encode
+    from reviewpipe.vocab import build_vocab
+
     out = tempfile.mkdtemp(prefix="bench-ve-")
     t0 = time.perf_counter()
-    spark = build_session(conf, master="local[2]")
+    conf, spark = _session(mode)
     t_session = time.perf_counter() - t0
     v = build_vocab(spark, reviews_dir, f"{out}/vocab", conf)
     t_vocab = time.perf_counter() - t0 - t_session
@@ -37,22 +43,16 @@ def spark_run(reviews_dir: str, mode: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     return {"seconds": total, "session_seconds": t_session, "vocab_seconds": t_vocab,
             "encode_seconds": total - t_session - t_vocab, "vocab_words": v["vocabulary_after_cut"],
-            "fingerprint": v["fingerprint"],
-            "rows": sum(s["rows"] for s in m["splits"].values())}
+            "fingerprint": v["fingerprint"], "rows": sum(s["rows"] for s in m["splits"].values())}
 
 
 def prepare_run(reviews_dir: str, mode: str) -> dict:
     """The fused job: the same vocabulary and shards from one tokenization."""
-    from reviewpipe.config import load_conf
     from reviewpipe.prepare import prepare
-    from reviewpipe.session import build_session
 
-    conf = load_conf(str(ROOT / "conf" / "pipeline.toml"),
-                     [f"tokenizer.mode={mode}", f"vocab.num_words={NUM_WORDS}", f"encode.maxlen={MAXLEN}",
-                      f"spark.defaults_file={ROOT / 'conf' / 'spark-defaults.conf'}"])
     out = tempfile.mkdtemp(prefix="bench-prep-")
     t0 = time.perf_counter()
-    spark = build_session(conf, master="local[2]")
+    conf, spark = _session(mode)
     t_session = time.perf_counter() - t0
     res = prepare(spark, reviews_dir, f"{out}/vocab", f"{out}/shards", conf)
     total = time.perf_counter() - t0

@@ -49,6 +49,13 @@ def sequences(texts, tokens: Sequence[str], spec: TokenizerSpec):
     pos = pc.index_in(flat, value_set=pa.array(tokens, pa.string()))
     known = pc.is_valid(pos).to_numpy(zero_copy_only=False)
     values = pc.fill_null(pos, -1).to_numpy().astype(np.int64) + spec.first_word_index
+    return apply_oov(values, known, lengths, spec)
+
+
+def apply_oov(values: np.ndarray, known: np.ndarray, lengths: np.ndarray, spec: TokenizerSpec):
+    """Ids of every token (``known`` False for words outside the vocabulary) -> (flat ids,
+    lengths, OOV counts): unknown words become the OOV index, or are dropped without one."""
+    n = len(lengths)
     oov = np.bincount(np.repeat(np.arange(n), lengths)[~known], minlength=n)
     if spec.oov_token:
         values[~known] = C.OOV_INDEX

@@ -109,15 +109,7 @@ def map_codes(dictionary, codes: np.ndarray, offsets: np.ndarray, tokens_set, sp
     pos = pc.index_in(dictionary, value_set=tokens_set)
     known_entry = pc.is_valid(pos).to_numpy(zero_copy_only=False)
     entry_ids = pc.fill_null(pos, -1).to_numpy().astype(np.int64) + spec.first_word_index
-    values = entry_ids[codes]
-    known = known_entry[codes]
-    oov = np.bincount(np.repeat(np.arange(n), lengths)[~known], minlength=n)
-    if spec.oov_token:
-        values[~known] = C.OOV_INDEX
-    else:
-        values = values[known]
-        lengths = lengths - oov
-    return values.astype(np.int32), lengths, oov
+    return E.apply_oov(entry_ids[codes], known_entry[codes], lengths, spec)
 
 
 def encode_streams(files: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeConf, matrix_args: dict | None,

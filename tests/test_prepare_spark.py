@@ -93,3 +93,28 @@ def test_prepare_refuses_shards_of_another_vocabulary(spark, conf, tmp_path):
                                                                                   "tokenizer.lower=false"))
     assert (tmp_path / "s" / C.MANIFEST).read_text() == before  # nothing replaced
     assert not list(tmp_path.glob("s.staging-*")) and not list(tmp_path.glob("v.staging-*"))
+
+
+def test_an_empty_partition_writes_no_stream(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyspark
+
+    from reviewpipe.prepare import tokenize_partition
+    from reviewpipe.tokenizer import TokenizerSpec
+
+    class Task:
+        def partitionId(self):
+            return 3
+
+        def attemptNumber(self):
+            return 0
+
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: Task()))
+    assert list(tokenize_partition(iter([]), TokenizerSpec(), ["train"], str(tmp_path))) == []
+    assert list((tmp_path / TOKENS_DIR).iterdir()) == []
+    batch = pa.record_batch({C.REVIEW_ID: ["a", "b"], C.SPLIT: ["train", "val"], C.ORDINAL: pa.array([0, 1], pa.int64()),
+                             C.LABEL: pa.array([1, 0], pa.int8()), C.TEXT: ["good good film", "good"]})
+    out = pa.Table.from_batches(list(tokenize_partition(iter([batch]), TokenizerSpec(), ["train"], str(tmp_path))))
+    counts = {r["token"]: (r["count"], r["doc_count"]) for r in out.to_pylist() if r["token"]}
+    assert counts == {"good": (2, 1), "film": (1, 1)}  # the val row is encoded, not counted
+    assert [(r["file"], r["rows"]) for r in out.to_pylist() if r["file"]] == [(f"{TOKENS_DIR}/part-00003-0.arrows", 2)]

@@ -60,8 +60,8 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
     fs.create_dir(f"{base}/{TOKENS_DIR}", recursive=True)
     name = f"{TOKENS_DIR}/part-{ctx.partitionId():05d}-{ctx.attemptNumber()}.arrows"
     value_set = pa.array(list(vocab_splits), pa.string())
-    pending, merged, writer, rows = [], None, None, 0
-    with fs.open_output_stream(f"{base}/{name}") as sink:
+    pending, merged, sink, writer, rows = [], None, None, None, 0
+    try:
         for batch in batches:
             lists = tokenize_arrow(batch.column(C.TEXT), spec)
             enc = pc.dictionary_encode(pc.list_flatten(lists))
@@ -69,7 +69,8 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
             out = pa.record_batch({C.REVIEW_ID: batch.column(C.REVIEW_ID), C.SPLIT: batch.column(C.SPLIT),
                                    C.LABEL: batch.column(C.LABEL).cast(pa.int8()),
                                    CODES: pa.ListArray.from_arrays(offsets, enc)})
-            if writer is None:
+            if writer is None:  # opened on the first batch: an empty partition writes no stream
+                sink = fs.open_output_stream(f"{base}/{name}")
                 writer = ipc.new_stream(sink, out.schema)
             writer.write_batch(out)
             rows += len(out)
@@ -80,8 +81,11 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
                                                 ordinals, None if counted.all() else counted))
             if len(pending) >= merge_every:
                 merged, pending = V._merge(([merged] if merged is not None else []) + pending), []
+    finally:
         if writer is not None:
             writer.close()
+        if sink is not None:
+            sink.close()
     if pending:
         merged = V._merge(([merged] if merged is not None else []) + pending)
     schema = pa.schema([("token", pa.string()), ("count", pa.int64()), ("doc_count", pa.int64()),
@@ -91,7 +95,8 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
         table = merged.cast(V._partial_arrow_schema()).append_column(
             "file", pa.nulls(n, pa.string())).append_column("rows", pa.nulls(n, pa.int64()))
         yield from table.cast(schema).to_batches(max_chunksize=65536)
-    yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows}], schema=schema)
+    if writer is not None:
+        yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows}], schema=schema)
 
 
 # ---------------------------------------------------------------------------------------

@@ -143,35 +143,53 @@ def _tag_mask(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
     return np.cumsum(diff[:-1]) > 0
 
 
+def _ascii_lut(spec: TokenizerSpec) -> tuple[np.ndarray, str]:
+    """(byte -> byte table, separator): the table lowercases (when ``lower``) and maps every
+    separator byte to the separator, so tokens are the non-empty pieces between separators.
+    Default mode: bytes outside ``[A-Za-z0-9']`` separate.  Keras mode: the ASCII filters and
+    the split character do; a non-ASCII split character never occurs in an ASCII row, so the
+    ASCII filters are mapped to the first of them (or, with none, rows are not split)."""
+    key = (spec.mode, spec.lower, spec.filters, spec.split)
+    if key not in _LUTS:
+        lut = (_LOWER if spec.lower else np.arange(256, dtype=np.uint8)).copy()
+        if spec.mode == "keras":
+            seps = [c for c in spec.filters + spec.split if ord(c) < 128]
+            sep = spec.split if ord(spec.split) < 128 else (seps[0] if seps else spec.split)
+        else:
+            seps, sep = [chr(b) for b in range(128) if not _WORD_BYTES[b]], " "
+        for c in seps:
+            lut[ord(c)] = ord(sep)
+        _LUTS[key] = (lut, sep)
+    return _LUTS[key]
+
+
+_LUTS: dict[tuple, tuple[np.ndarray, str]] = {}
+
+
 def _ascii_split(texts, spec: TokenizerSpec):
     """Tokenize pure-ASCII rows on their bytes.  Returns (tokens StringArray, row offsets
-    into the tokens: row i's tokens are ``[row_offsets[i], row_offsets[i + 1])``)."""
+    into the tokens: row i's tokens are ``[row_offsets[i], row_offsets[i + 1])``).
+
+    One table lookup per byte turns every separator into one separator byte (and HTML tags,
+    in default mode, into spaces); Arrow's ``split_pattern`` then cuts the rows, and the
+    empty pieces (runs of separators) are dropped."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     buf, offs = _string_buffers(texts)
-    b = _LOWER[buf] if spec.lower else buf
-    if spec.mode == "keras":
-        sep_bytes = np.zeros(256, bool)
-        for ch in spec.filters + spec.split:
-            if ord(ch) < 128:
-                sep_bytes[ord(ch)] = True
-        is_sep = sep_bytes[b]
-    else:
-        is_sep = ~_WORD_BYTES[buf] | _tag_mask(buf, offs)
-    n = len(buf)
-    keep = ~is_sep
-    # A token is a maximal run of kept bytes inside one row: it starts after a separator or
-    # at a row start, and ends before a separator or at a row end.
-    boundary = np.ones(n + 1, bool)
-    boundary[1:n] = is_sep[:-1] | is_sep[1:]
-    boundary[offs] = True
-    starts = np.flatnonzero(keep & boundary[:-1])
-    ends = np.flatnonzero(keep & boundary[1:]) + 1
-    data = b[keep]
-    tok_offsets = np.zeros(len(starts) + 1, np.int32)
-    np.cumsum(ends - starts, out=tok_offsets[1:])
-    values = pa.StringArray.from_buffers(len(starts), pa.py_buffer(tok_offsets), pa.py_buffer(data.tobytes()))
-    return values, np.searchsorted(starts, offs).astype(np.int32)
+    lut, sep = _ascii_lut(spec)
+    b = lut[buf]
+    if spec.mode != "keras":
+        tags = _tag_mask(buf, offs)
+        b[tags] = ord(" ")
+    mapped = pa.StringArray.from_buffers(len(texts), pa.py_buffer(offs.astype(np.int32)), pa.py_buffer(b))
+    pieces = pc.split_pattern(mapped, sep)
+    flat = pieces.flatten()
+    nonempty = pc.binary_length(flat).to_numpy(zero_copy_only=False) > 0
+    kept = np.zeros(len(flat) + 1, np.int32)
+    np.cumsum(nonempty, out=kept[1:])
+    row_offsets = kept[pieces.offsets.to_numpy() - pieces.offsets[0].as_py()]
+    return flat.filter(pa.array(nonempty)), row_offsets
 
 
 def _ascii_tokens(texts, spec: TokenizerSpec):
@@ -276,19 +294,28 @@ def pad(ids: list[int], maxlen: int, padding: str = "post", truncating: str = "p
 
 
 def pad_flat(values: np.ndarray, lengths: np.ndarray, maxlen: int, padding: str, truncating: str) -> np.ndarray:
-    """Vectorised ``pad_sequences`` over ragged rows given as flat values + row lengths."""
+    """Vectorised ``pad_sequences`` over ragged rows given as flat values + row lengths.
+
+    The truncated tokens are dropped first; what is left fills, in row-major order, exactly
+    the slots a row keeps (its first ``kept`` columns with post-padding, its last with
+    pre-padding), so one boolean-mask assignment places every value.
+    """
     n = len(lengths)
     out = np.zeros((n, maxlen), np.int32)
     if n == 0 or len(values) == 0:
         return out
-    starts = np.zeros(n, np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    rows = np.repeat(np.arange(n), lengths)
-    pos = np.arange(len(values)) - starts[rows]  # position within its row
+    lengths = np.asarray(lengths, np.int64)
     kept = np.minimum(lengths, maxlen)
-    first = (lengths - kept) if truncating == "pre" else np.zeros(n, np.int64)
-    keep = (pos >= first[rows]) & (pos < first[rows] + maxlen)
-    shift = (maxlen - kept) if padding == "pre" else np.zeros(n, np.int64)
-    cols = pos - first[rows] + shift[rows]
-    out.reshape(-1)[rows[keep] * maxlen + cols[keep]] = values[keep]
+    cut = np.flatnonzero(lengths > maxlen)
+    if len(cut):
+        row_start = np.cumsum(lengths)[cut] - lengths[cut]
+        n_drop = lengths[cut] - maxlen
+        drop_start = row_start if truncating == "pre" else row_start + maxlen
+        dropped = np.repeat(drop_start - (np.cumsum(n_drop) - n_drop), n_drop) + np.arange(int(n_drop.sum()))
+        keep = np.ones(len(values), bool)
+        keep[dropped] = False
+        values = values[keep]
+    cols = np.arange(maxlen)
+    slots = cols[None, :] < kept[:, None] if padding == "post" else cols[None, :] >= (maxlen - kept)[:, None]
+    out[slots] = values
     return out

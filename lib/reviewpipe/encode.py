@@ -104,7 +104,10 @@ class _ShardWriter:
 
         name = f"{C.SPLIT}={self.split}/task-{self.task:05d}-{self.seq:04d}.parquet"
         self.fs.create_dir(f"{self.base}/{C.SPLIT}={self.split}", recursive=True)
-        self.writer = pq.ParquetWriter(f"{self.base}/{name}", schema, filesystem=self.fs, compression="zstd")
+        # No dictionary for the id lists: 20k+ distinct ids overflow the dictionary page, and
+        # zstd alone gives the same size for less time.
+        self.writer = pq.ParquetWriter(f"{self.base}/{name}", schema, filesystem=self.fs, compression="zstd",
+                                       use_dictionary=[f for f in schema.names if f not in (C.IDS, C.MATRIX)])
         self.name, self.in_file = name, 0
 
     def _write_group(self, table):

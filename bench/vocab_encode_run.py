@@ -58,7 +58,8 @@ def prepare_run(reviews_dir: str, mode: str) -> dict:
     total = time.perf_counter() - t0
     spark.stop()
     shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": total, "session_seconds": t_session, "vocab_words": res["vocab"]["vocabulary_after_cut"],
+    return {"seconds": total, "session_seconds": t_session, "phase_seconds": res["shards"]["phase_seconds"],
+            "vocab_words": res["vocab"]["vocabulary_after_cut"],
             "fingerprint": res["vocab"]["fingerprint"], "rows": sum(s["rows"] for s in res["shards"]["splits"].values())}
 
 

@@ -117,4 +117,6 @@ def test_an_empty_partition_writes_no_stream(tmp_path, monkeypatch):
     out = pa.Table.from_batches(list(tokenize_partition(iter([batch]), TokenizerSpec(), ["train"], str(tmp_path))))
     counts = {r["token"]: (r["count"], r["doc_count"]) for r in out.to_pylist() if r["token"]}
     assert counts == {"good": (2, 1), "film": (1, 1)}  # the val row is encoded, not counted
-    assert [(r["file"], r["rows"]) for r in out.to_pylist() if r["file"]] == [(f"{TOKENS_DIR}/part-00003-0.arrows", 2)]
+    stream = f"{TOKENS_DIR}/part-00003-0.arrows"
+    assert [(r["file"], r["split"], r["rows"]) for r in out.to_pylist() if r["file"]] == [
+        (stream, "train", 1), (stream, "val", 1)]  # rows per split: the manifest's counts

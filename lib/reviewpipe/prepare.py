@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 TOKENS_DIR = "_tokens"  # pass-1 streams, inside the shards staging folder; removed before publishing
 CODES = "codes"
-PASS1_SCHEMA = "token string, count long, doc_count long, first_key long, file string, rows long"
+PASS1_SCHEMA = "token string, count long, doc_count long, first_key long, file string, split string, rows long"
 
 
 # ---------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ PASS1_SCHEMA = "token string, count long, doc_count long, first_key long, file s
 def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Sequence[str], stage_uri: str,
                        merge_every: int = 16) -> Iterator:
     """mapInArrow body: write the partition's token codes to one IPC stream, and yield the
-    vocabulary splits' partial counts plus one row naming the stream."""
+    vocabulary splits' partial counts plus one (file, split, rows) row per split in the stream."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.ipc as ipc
@@ -60,7 +60,8 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
     fs.create_dir(f"{base}/{TOKENS_DIR}", recursive=True)
     name = f"{TOKENS_DIR}/part-{ctx.partitionId():05d}-{ctx.attemptNumber()}.arrows"
     value_set = pa.array(list(vocab_splits), pa.string())
-    pending, merged, sink, writer, rows = [], None, None, None, 0
+    pending, merged, sink, writer = [], None, None, None
+    rows: dict[str, int] = {}
     try:
         for batch in batches:
             lists = tokenize_arrow(batch.column(C.TEXT), spec)
@@ -73,7 +74,8 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
                 sink = fs.open_output_stream(f"{base}/{name}")
                 writer = ipc.new_stream(sink, out.schema)
             writer.write_batch(out)
-            rows += len(out)
+            for v in pc.value_counts(batch.column(C.SPLIT)).to_pylist():
+                rows[v["values"]] = rows.get(v["values"], 0) + v["counts"]
             counted = pc.is_in(batch.column(C.SPLIT), value_set=value_set).to_numpy(zero_copy_only=False)
             if len(enc) and counted.any():
                 ordinals = batch.column(C.ORDINAL).to_numpy(zero_copy_only=False)
@@ -89,14 +91,17 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
     if pending:
         merged = V._merge(([merged] if merged is not None else []) + pending)
     schema = pa.schema([("token", pa.string()), ("count", pa.int64()), ("doc_count", pa.int64()),
-                        ("first_key", pa.int64()), ("file", pa.string()), ("rows", pa.int64())])
+                        ("first_key", pa.int64()), ("file", pa.string()), ("split", pa.string()),
+                        ("rows", pa.int64())])
     if merged is not None and len(merged):
         n = len(merged)
-        table = merged.cast(V._partial_arrow_schema()).append_column(
-            "file", pa.nulls(n, pa.string())).append_column("rows", pa.nulls(n, pa.int64()))
+        table = merged.cast(V._partial_arrow_schema())
+        for field in list(schema)[4:]:
+            table = table.append_column(field, pa.nulls(n, field.type))
         yield from table.cast(schema).to_batches(max_chunksize=65536)
     if writer is not None:
-        yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows}], schema=schema)
+        yield pa.RecordBatch.from_pylist([{"file": name, "split": k, "rows": v} for k, v in sorted(rows.items())],
+                                         schema=schema)
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,10 +180,19 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
             vocab_splits: Sequence[str] | None = None, splits: Sequence[str] | None = None) -> dict:
     """Build the vocabulary over ``vocab_splits`` and encode ``splits`` (default: all) from
     one tokenization.  Publishes the vocabulary, then the shards; returns both summaries."""
-    from pyspark import StorageLevel
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
     started = time.time()
+    phases: dict[str, float] = {}
+    mark = [started]
+
+    def phase(name: str) -> None:
+        now = time.time()
+        phases[name] = round(now - mark[0], 2)
+        mark[0] = now
+
     vocab_splits = V.check_splits(vocab_splits or conf.vocab.splits)
     spec = TokenizerSpec.from_conf(conf.tokenizer)
     enc = conf.encode
@@ -186,10 +200,6 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
     if splits:
         reviews = reviews.filter(F.col(C.SPLIT).isin(list(splits)))
     reviews = reviews.select(C.REVIEW_ID, C.SPLIT, C.ORDINAL, C.LABEL, C.TEXT)
-    counts = {r[C.SPLIT]: r["n"] for r in reviews.groupBy(C.SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
-    n_docs = sum(counts.get(s, 0) for s in vocab_splits)
-    if n_docs == 0:
-        raise V.VocabError(f"{reviews_dir}: no reviews in splits {vocab_splits}")
     existing = E.read_manifest(spark, shards_out) if storage.exists(spark, shards_out) else None
 
     with storage.staged_output(spark, shards_out) as stage:
@@ -197,36 +207,47 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
         stage_uri = storage.qualify(spark, stage)
         # No sort and no shuffle: the JVM's reading pipelines with the Python tokenizer (a sort
         # would hold each whole partition back first), and counting does not need row order.
-        pass1 = (reviews
-                 .mapInArrow(lambda it: tokenize_partition(it, spec, vocab_splits, stage_uri), PASS1_SCHEMA)
-                 .persist(StorageLevel.MEMORY_AND_DISK))
+        pass1 = reviews.mapInArrow(lambda it: tokenize_partition(it, spec, vocab_splits, stage_uri), PASS1_SCHEMA)
+        # One job: the partial counts are summed per token and the stream rows per (file,
+        # split) by the same aggregation (a stream row has no token, a count row no file).
         # Several input splits per core, so that the last wave of tasks is short (without a
         # shuffle, the scan's splits are pass 1's tasks).
         with _sql_conf(spark, "spark.sql.files.minPartitionNum", 4 * spark.sparkContext.defaultParallelism):
-            streams = sorted((r["file"], r["rows"]) for r in pass1.filter(F.col("file").isNotNull()).collect())
-        totals = (pass1.filter(F.col("token").isNotNull()).groupBy("token")
-                  .agg(F.sum("count").alias("count"), F.sum("doc_count").alias("doc_count"),
-                       F.min("first_key").alias("first_key"))).toArrow()
-        pass1.unpersist()
-        if sum(n for _, n in streams) != sum(counts.values()):
-            raise E.EncodeError(f"pass 1 tokenized {sum(n for _, n in streams)} reviews of {sum(counts.values())}")
+            summed = (pass1.groupBy("token", "file", "split")
+                      .agg(F.sum("count").alias("count"), F.sum("doc_count").alias("doc_count"),
+                           F.min("first_key").alias("first_key"), F.sum("rows").alias("rows"))).toArrow()
+        phase("pass1_tokenize_count")
+        is_stream = pc.is_valid(summed["file"]).to_numpy(zero_copy_only=False)
+        read = summed.filter(pa.array(is_stream)).select(["file", "split", "rows"]).to_pylist()
+        totals = summed.filter(pa.array(~is_stream)).select(["token", "count", "doc_count", "first_key"])
+        # Rows per split as pass 1 read them: the counts in the manifest, and nothing is lost
+        # between here and the shards (the encode pass must write as many).
+        counts: dict[str, int] = {}
+        for r in read:
+            counts[r["split"]] = counts.get(r["split"], 0) + r["rows"]
+        n_docs = sum(counts.get(s, 0) for s in vocab_splits)
+        if n_docs == 0:
+            raise V.VocabError(f"{reviews_dir}: no reviews in splits {vocab_splits}")
+        streams = sorted({r["file"] for r in read})
         vocab, vsummary, table_bytes, json_bytes = V.finish_vocab(totals, spec, conf, n_docs, vocab_splits)
         if existing is not None and existing.get("vocab_fingerprint") != vocab.fingerprint:
             raise E.EncodeError(
                 f"{shards_out} holds shards encoded with vocabulary {existing.get('vocab_fingerprint', '?')[:12]}…, "
                 f"but this build is {vocab.fingerprint[:12]}…; refusing to mix them. Remove {shards_out} or "
                 f"choose another shards output.")
+        phase("rank")
 
         matrix_args = None
         if enc.matrix_mode:
             matrix_args = {"mode": enc.matrix_mode, "num_words": vocab.size,
                            "index_docs": vocab.index_docs(), "document_count": n_docs}
         tokens_bc = spark.sparkContext.broadcast(vocab.tokens)
-        jobs = list(enumerate(name for name, _ in streams))
+        jobs = list(enumerate(streams))
         out = (spark.sparkContext.parallelize(jobs, max(len(jobs), 1))
                .mapPartitions(lambda it: encode_streams(it, tokens_bc, spec, enc, matrix_args, stage_uri))
                .collect())
         tokens_bc.unpersist()
+        phase("pass2_encode")
         storage.delete(spark, f"{stage}/{TOKENS_DIR}")
         written = [dict(zip(("split", "file", "rows", "task", "seq"), r[1:])) for r in out if r[0] == "file"]
         files = E._rename_parts(spark, stage, written)
@@ -239,9 +260,12 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
         vsummary["seconds"] = round(time.time() - started, 2)
         with storage.staged_output(spark, vocab_out) as vstage:
             V.write_artifact(spark, vstage, table_bytes, json_bytes, vsummary)
+    phase("publish")
     total = sum(counts.values())
     manifest["seconds"] = round(time.time() - started, 2)
     manifest["documents_per_second"] = round(total / max(manifest["seconds"], 1e-9), 1)
+    manifest["phase_seconds"] = phases
+    log.info("prepare: phases %s", " ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
     log.info("prepare: vocabulary %d words (%s…), %d reviews encoded into %d files in %.1fs",
              vsummary["vocabulary_after_cut"], vocab.fingerprint[:12], total,
              sum(len(f) for f in files.values()), manifest["seconds"])

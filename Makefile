@@ -34,8 +34,9 @@ PYTEST_ARGS  ?=
 # venv's interpreter (PYSPARK_PYTHON), so pandas/pyarrow are importable there.
 export PYSPARK_PYTHON        := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+# The driver JVM maps the class-data archive that setup builds (reviewpipe.jvm_cds), if any.
 SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
-           --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
+           --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) $$($(PY) -m reviewpipe.jvm_cds options)"
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
@@ -56,6 +57,7 @@ $(STAMP): pyproject.toml | java-check
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,package]"
 	$(PY) -c "import pyspark, tensorflow, pyarrow, pandas, numpy; print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, '| pandas', pandas.__version__)"
+	$(PY) -m reviewpipe.jvm_cds build
 	touch $@
 
 $(ZIP): $(STAMP) $(shell find lib -name '*.py' 2>/dev/null)
@@ -67,7 +69,7 @@ package: $(ZIP) ## build dist/reviewpipe.zip for spark-submit --py-files
 
 package-env: $(STAMP) ## also pack .venv into dist/reviewpipe-env.tar.gz for spark-submit --archives (YARN, Kubernetes)
 	@mkdir -p dist
-	$(PY) -c "import venv_pack, venv_pack.core as c; c.check_no_editable_packages = lambda ctx: None; venv_pack.pack(prefix='$(VENV)', output='dist/reviewpipe-env.tar.gz', force=True, filters=[('exclude', '*/site-packages/__editable__*'), ('exclude', '*/__pycache__/*')])"
+	$(PY) -c "import venv_pack, venv_pack.core as c; c.check_no_editable_packages = lambda ctx: None; venv_pack.pack(prefix='$(VENV)', output='dist/reviewpipe-env.tar.gz', force=True, filters=[('exclude', '*/site-packages/__editable__*'), ('exclude', '*/__pycache__/*'), ('exclude', '*.jsa')])"
 	@echo "built dist/reviewpipe-env.tar.gz (the code itself ships as $(ZIP) through --py-files)"
 
 data: $(STAMP) ## find, verify and extract the aclImdb archive (IMDB_ARCHIVE=... to give one)

@@ -39,6 +39,18 @@ def read_spark_defaults(path: str | Path) -> dict[str, str]:
     return out
 
 
+def driver_java_options(conf: PipelineConf) -> list[str]:
+    """Driver JVM flags for a session this process starts: the log4j2 file beside the
+    spark-defaults file, and the class-data archive that ``make setup`` builds."""
+    from reviewpipe import jvm_cds
+
+    opts = []
+    log4j = Path(conf.spark.defaults_file).with_name("log4j2.properties")
+    if log4j.is_file():
+        opts.append(f"-Dlog4j2.configurationFile={log4j.resolve().as_uri()}")
+    return opts + jvm_cds.java_options()
+
+
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands the Python driver a gateway port.
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -68,9 +80,8 @@ def build_session(conf: PipelineConf, master: str | None = None,
         builder = builder.master(master or DEFAULT_MASTER)
 
     settings = read_spark_defaults(conf.spark.defaults_file)
-    log4j = Path(conf.spark.defaults_file).with_name("log4j2.properties")
-    if log4j.is_file() and "spark.driver.extraJavaOptions" not in settings:
-        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j.resolve().as_uri()}"
+    if "spark.driver.extraJavaOptions" not in settings:
+        settings["spark.driver.extraJavaOptions"] = " ".join(driver_java_options(conf))
     settings["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(conf.spark.arrow_batch_rows)
     settings.update(extra or {})
     for key, value in settings.items():

@@ -66,6 +66,27 @@ def test_cosine_schedule_decays_to_zero_over_the_run_and_constant_stays():
         load_conf(None, ["train.lr_schedule=step"])
 
 
+def test_ema_replaces_the_weights_by_their_average_at_each_epoch_end():
+    import keras
+    import numpy as np
+
+    conf = load_conf(None, ["train.ema_momentum=0.9", "train.learning_rate=0.01"])
+    model = M.build_model(conf.model, M.plan(conf.model, 50, 6, "post"))
+    M.compile_model(model, conf.train, steps_per_epoch=4)
+    opt = model.optimizer
+    assert (opt.use_ema, opt.ema_momentum, opt.ema_overwrite_frequency) == (True, 0.9, 4)
+    x = np.random.default_rng(0).integers(1, 50, (32, 6)).astype("int32")
+    y = (x[:, 0] > 25).astype("float32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps: overwritten after the 4th
+    for w, avg in zip(model.trainable_variables, opt._model_variables_moving_average):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(avg), rtol=1e-6)
+    plain = load_conf(None, []).train
+    M.compile_model(model, plain, steps_per_epoch=4)
+    assert not model.optimizer.use_ema
+    with pytest.raises(ConfigError, match="train.ema_momentum"):
+        load_conf(None, ["train.ema_momentum=1.5"])
+
+
 def test_auto_embedding_dim_and_mask_rules():
     conf = load_conf(None, ["model.embedding_dim=auto"])
     assert M.plan(conf.model, 20000, 10, "post").embedding_dim == 12  # round(20000 ** 0.25)

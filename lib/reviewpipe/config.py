@@ -114,6 +114,8 @@ class TrainConf:
     lr_schedule: str = _opt("constant", choices=("constant", "cosine"),
                             doc="cosine: decay from learning_rate to 0 over train.epochs")
     clipnorm: float = _opt(1.0, min=0.0, doc="0 disables gradient clipping")
+    ema_momentum: float = _opt(0.0, min=0.0, max=0.9999,
+                               doc="> 0: weights replaced by their moving average at each epoch end")
     seed: int = _opt(42, min=0)
     early_stopping_patience: int = _opt(2, min=0, doc="epochs without a better val_loss; 0 disables")
     shuffle_buffer: int = _opt(20000, min=1)

@@ -140,6 +140,10 @@ def compile_model(model: keras.Model, tc: TrainConf, steps_per_epoch: int = 1) -
     kwargs = {"learning_rate": lr}
     if tc.clipnorm:
         kwargs["clipnorm"] = tc.clipnorm
+    if tc.ema_momentum:
+        # An exponential moving average of the weights replaces them after each epoch's last
+        # step, so validation, checkpoints and the next epoch all start from the average.
+        kwargs.update(use_ema=True, ema_momentum=tc.ema_momentum, ema_overwrite_frequency=max(1, steps_per_epoch))
     opt = keras.optimizers.Adam(**kwargs) if tc.optimizer == "adam" else keras.optimizers.RMSprop(**kwargs)
     model.compile(optimizer=opt, loss="binary_crossentropy",
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])

@@ -102,6 +102,8 @@ class ModelConf:
                      doc="auto: mask padding when shards are post-padded (cuDNN needs right-padded masks)")
     embedding_init: str = _opt("random", doc="random | word2vec:<folder written by make pretrain>")
     embedding_trainable: bool = _opt(True, doc="false freezes the (pretrained) embedding")
+    encoder_init: str = _opt("random", doc="random | lm:<folder written by make pretrain-lm>: embedding and "
+                                           "first recurrent layer from the language model")
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,20 @@ class Word2VecConf:
 
 
 @dataclass(frozen=True)
+class LmConf:
+    splits: list = _opt([C.TRAIN, C.UNSUP], doc="shard splits the language model reads; never val or test")
+    epochs: int = _opt(1, min=1)
+    batch_size: int = _opt(64, min=1)
+    learning_rate: float = _opt(0.001, min=0.0)
+    clipnorm: float = _opt(1.0, min=0.0, doc="0 disables gradient clipping")
+    sampled: int = _opt(512, min=1, doc="negative classes per batch in the sampled softmax")
+    length_step: int = _opt(50, min=1, doc="batches of similar length are cropped to a multiple of this")
+    steps_per_epoch: int = _opt(0, min=0, doc="0 = one pass over lm.splits")
+    eval_rows: int = _opt(1000, min=0, doc="val rows for the full-softmax perplexity; 0 skips it")
+    seed: int = _opt(42, min=0)
+
+
+@dataclass(frozen=True)
 class ScoreConf:
     batch_size: int = _opt(512, min=1, doc="rows per model call inside the pandas UDF")
     arrow_batch_rows: int = _opt(2048, min=1, doc="rows per Arrow batch sent to a Python worker")
@@ -168,6 +184,7 @@ class PipelineConf:
     train: TrainConf = field(default_factory=TrainConf)
     score: ScoreConf = field(default_factory=ScoreConf)
     word2vec: Word2VecConf = field(default_factory=Word2VecConf)
+    lm: LmConf = field(default_factory=LmConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -263,10 +280,15 @@ def _validate(conf: PipelineConf) -> None:
     init = conf.model.embedding_init
     if init != "random" and not (init.startswith("word2vec:") and len(init) > len("word2vec:")):
         raise ConfigError(f"model.embedding_init: expected random or word2vec:<folder>, got {init!r}")
-    bad = [s for s in conf.word2vec.splits if s not in C.VOCAB_SPLITS]
-    if bad or not conf.word2vec.splits:
-        raise ConfigError(f"word2vec.splits: {conf.word2vec.splits!r} must name one or more of "
-                          f"{', '.join(C.VOCAB_SPLITS)} (val and test are held out)")
+    init = conf.model.encoder_init
+    if init != "random" and not (init.startswith("lm:") and len(init) > len("lm:")):
+        raise ConfigError(f"model.encoder_init: expected random or lm:<folder>, got {init!r}")
+    for section in ("word2vec", "lm"):
+        splits = getattr(conf, section).splits
+        bad = [s for s in splits if s not in C.VOCAB_SPLITS]
+        if bad or not splits:
+            raise ConfigError(f"{section}.splits: {splits!r} must name one or more of "
+                              f"{', '.join(C.VOCAB_SPLITS)} (val and test are held out)")
     if conf.train.maxlen > conf.encode.maxlen:
         raise ConfigError(f"train.maxlen: {conf.train.maxlen} is above encode.maxlen {conf.encode.maxlen}; "
                           f"the trainer can only crop shards, re-encode for longer sequences")

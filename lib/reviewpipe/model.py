@@ -23,6 +23,12 @@ from reviewpipe.config import ConfigError, ModelConf, TrainConf
 log = logging.getLogger(__name__)
 
 
+def padding_mask(ids):
+    """``ids != 0`` with the first step always kept (a right-padded mask with no empty row)."""
+    first = ops.cumsum(ops.ones_like(ids), axis=1) == 1  # also when the length is only known at run time
+    return ops.logical_or(ops.not_equal(ids, C.PAD_INDEX), first)
+
+
 @keras.saving.register_keras_serializable(package="reviewpipe")
 class PaddingMask(layers.Layer):
     """Pass the embedded sequence through and attach ``ids != 0`` with the first step kept."""
@@ -35,9 +41,7 @@ class PaddingMask(layers.Layer):
         return inputs[1]
 
     def compute_mask(self, inputs, previous_mask=None):
-        ids = inputs[0]
-        first = ops.arange(ops.shape(ids)[1]) == 0
-        return ops.logical_or(ops.not_equal(ids, C.PAD_INDEX), ops.expand_dims(first, 0))
+        return padding_mask(inputs[0])
 
     def compute_output_shape(self, input_shape):
         return input_shape[1]
@@ -147,6 +151,11 @@ def compile_model(model: keras.Model, tc: TrainConf, steps_per_epoch: int = 1) -
     opt = keras.optimizers.Adam(**kwargs) if tc.optimizer == "adam" else keras.optimizers.RMSprop(**kwargs)
     model.compile(optimizer=opt, loss="binary_crossentropy",
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
+
+
+def first_recurrent_layer(model: keras.Model):
+    """The first LSTM/GRU (the forward one of a Bidirectional pair): what a language model pretrains."""
+    return recurrent_layers(model)[0]
 
 
 def recurrent_layers(model: keras.Model) -> list:

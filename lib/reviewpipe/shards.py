@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -88,11 +89,12 @@ def row_groups(files: list[str]) -> list[int]:
     return [pq.ParquetFile(f).metadata.num_row_groups for f in files]
 
 
-def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_fingerprint: str,
+def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_size: int, vocab_fingerprint: str,
                  shuffle: bool = True, seed: int = 0, shuffle_buffer: int = 10_000, cycle_length: int = 4,
                  num_workers: int = 1, worker_index: int = 0, labelled: bool = True, maxlen: int = 0,
                  repeat: bool = False):
-    """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards.
+    """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards of one
+    split, or of several (``["train", "unsup"]``) mixed as one set of files.
 
     Each element of the source is one Parquet row group, read by ``tf.numpy_function`` in
     parallel; files are shuffled, then interleaved ``cycle_length`` at a time.  (Not
@@ -107,7 +109,7 @@ def make_dataset(shards_dir: str | Path, split: str, *, batch_size: int, vocab_f
     src_len = int(manifest["maxlen"])
     out_len = maxlen if 0 < maxlen < src_len else src_len
     padding, truncating = manifest.get("padding", "post"), manifest.get("truncating", "pre")
-    files = split_files(shards_dir, manifest, split)
+    files = [f for s in ([split] if isinstance(split, str) else split) for f in split_files(shards_dir, manifest, s)]
     if num_workers > 1:
         if len(files) < num_workers:
             raise ShardsError(f"{len(files)} {split} files cannot be shared by {num_workers} workers; "

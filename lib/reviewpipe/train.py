@@ -144,8 +144,9 @@ def export_projector(weights: np.ndarray, vocab: Vocabulary, out_dir: Path) -> N
 
 
 def intrinsic_report(pairs_path: str, vocab: Vocabulary, trained: np.ndarray, pretrained: np.ndarray | None,
-                     seed: int) -> dict:
-    """Related-minus-unrelated mean cosine for random-init, Word2Vec (if used) and trained embeddings."""
+                     seed: int, pretrained_name: str = "word2vec") -> dict:
+    """Related-minus-unrelated mean cosine for random-init, pretrained (Word2Vec or the language
+    model's, if used) and trained embeddings."""
     from reviewpipe.embeddings import Embeddings, intrinsic, load_pairs
 
     if not Path(pairs_path).is_file():
@@ -159,7 +160,7 @@ def intrinsic_report(pairs_path: str, vocab: Vocabulary, trained: np.ndarray, pr
               "random_init": intrinsic(Embeddings(labels, rng.uniform(-0.05, 0.05, trained.shape), reserved), pairs),
               "trained": intrinsic(Embeddings(labels, trained, reserved), pairs)}
     if pretrained is not None:
-        report["word2vec"] = intrinsic(Embeddings(labels, pretrained, reserved), pairs)
+        report[pretrained_name] = intrinsic(Embeddings(labels, pretrained, reserved), pairs)
     return report
 
 
@@ -299,6 +300,15 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         from reviewpipe.word2vec import load_pretrained
 
         pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
+    encoder, lm_spec = None, None
+    if mc.encoder_init != "random":
+        from reviewpipe.lm import load_encoder
+
+        encoder, lm_spec = load_encoder(mc.encoder_init, vocab, mc.cell, mc.units)  # refuses a mismatch
+        if pretrained is not None:
+            log.info("model.encoder_init: the embedding comes from %s (its own start was %s), not %s",
+                     mc.encoder_init, lm_spec.get("embedding_init"), mc.embedding_init)
+        pretrained = encoder["embedding"]
 
     run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, vocab.fingerprint, conf)
     ckpt = run_dir / C.RUN_CHECKPOINTS
@@ -349,6 +359,10 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
             model = M.build_model(mc, plan)
             if pretrained is not None:
                 model.get_layer("embedding").set_weights([pretrained])
+            if encoder is not None:
+                from reviewpipe.lm import rnn_weights
+
+                M.first_recurrent_layer(model).set_weights(rnn_weights(encoder))
             M.compile_model(model, tc, steps)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
@@ -436,8 +450,13 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     if w2v_spec is not None:
         metrics["embedding_init"] = {"source": mc.embedding_init, "trainable": mc.embedding_trainable,
                                      "coverage": w2v_spec.get("coverage"), "dim": w2v_spec.get("dim")}
+    if lm_spec is not None:
+        metrics["encoder_init"] = {"source": mc.encoder_init, "lm_epochs": lm_spec.get("epochs"),
+                                   "lm_val_perplexity": lm_spec.get("val_perplexity"),
+                                   "lm_embedding_init": lm_spec.get("embedding_init")}
     if tc.word_pairs:
-        metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, pretrained, tc.seed)
+        metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, pretrained, tc.seed,
+                                                "language_model" if lm_spec is not None else "word2vec")
     _write_json(run_dir / C.RUN_METRICS, metrics)
     shutil.rmtree(ckpt)
     _write_json(run_dir / C.RUN_META, {**meta, "status": COMPLETE,

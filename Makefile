@@ -21,6 +21,7 @@ MODEL        ?=
 SCORES_OUT   ?= $(WORK)/scores
 W2V_OUT      ?= $(WORK)/word2vec
 LM_OUT       ?= $(WORK)/lm
+PSEUDO_OUT   ?= $(WORK)/shards_pseudo
 RUN_DATE     ?= $(shell date -u +%F)
 INCOMING     ?= $(DATA_DIR)/incoming
 CLUSTER_DIR  ?= .cluster
@@ -41,7 +42,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -94,6 +95,9 @@ pretrain: $(STAMP) $(ZIP) ## Spark Word2Vec over word2vec.splits -> $(W2V_OUT); 
 
 pretrain-lm: $(STAMP) ## language model over lm.splits of $(SHARDS_OUT) -> $(LM_OUT); then SET="model.encoder_init=lm:$(LM_OUT)"
 	$(PY) jobs/pretrain_lm.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(LM_OUT) $(JOBARGS)
+
+pseudo-label: $(STAMP) ## label unsup rows of $(SHARDS_OUT) with MODEL (default: newest run) -> $(PSEUDO_OUT) with split pseudo
+	$(PY) jobs/pseudo_label.py --run '$(LATEST_RUN)' --shards $(SHARDS_OUT) --output $(PSEUDO_OUT) $(JOBARGS)
 
 train: $(STAMP) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ...")
 	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)

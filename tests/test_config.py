@@ -37,6 +37,8 @@ def test_parse_override_reads_toml_then_falls_back_to_string():
     ("tokenizer.lower=yes", "tokenizer.lower: expected true or false, got 'yes'"),
     ("vocab.splits=train,val", "vocab.splits: ['train', 'val'] must name one or more of train, unsup"),
     ("tokenizer.split=ab", "tokenizer.split: must be exactly one character"),
+    ("train.splits=train,val", "train.splits: ['train', 'val'] must name labelled splits to train on, such as train and pseudo"),
+    ("pseudo.split=test", "pseudo.split: 'test' is held out; label unsup rows"),
     ("lm.splits=unsup,val", "lm.splits: ['unsup', 'val'] must name one or more of train, unsup"),
     ("model.encoder_init=lm:", "model.encoder_init: expected random or lm:<folder>, got 'lm:'"),
     ("model.encoder_init=word2vec:x", "model.encoder_init: expected random or lm:<folder>, got 'word2vec:x'"),

@@ -119,6 +119,7 @@ class TrainConf:
     ema_momentum: float = _opt(0.0, min=0.0, max=0.9999,
                                doc="> 0: weights replaced by their moving average at each epoch end")
     seed: int = _opt(42, min=0)
+    splits: list = _opt([C.TRAIN], doc="labelled shard splits to train on (train, pseudo); never val or test")
     early_stopping_patience: int = _opt(2, min=0, doc="epochs without a better val_loss; 0 disables")
     shuffle_buffer: int = _opt(20000, min=1)
     precision: str = _opt("auto", choices=("auto", "float32", "mixed_float16"),
@@ -156,6 +157,15 @@ class LmConf:
 
 
 @dataclass(frozen=True)
+class PseudoConf:
+    split: str = _opt(C.UNSUP, doc="unlabelled shard split the teacher labels; never val or test")
+    threshold: float = _opt(0.9, min=0.5, max=1.0,
+                            doc="keep rows with probability >= threshold or <= 1 - threshold")
+    balance: bool = _opt(True, doc="keep as many positive as negative rows (the most confident ones)")
+    batch_size: int = _opt(512, min=1, doc="rows per model call")
+
+
+@dataclass(frozen=True)
 class ScoreConf:
     batch_size: int = _opt(512, min=1, doc="rows per model call inside the pandas UDF")
     arrow_batch_rows: int = _opt(2048, min=1, doc="rows per Arrow batch sent to a Python worker")
@@ -185,6 +195,7 @@ class PipelineConf:
     score: ScoreConf = field(default_factory=ScoreConf)
     word2vec: Word2VecConf = field(default_factory=Word2VecConf)
     lm: LmConf = field(default_factory=LmConf)
+    pseudo: PseudoConf = field(default_factory=PseudoConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -289,6 +300,12 @@ def _validate(conf: PipelineConf) -> None:
         if bad or not splits:
             raise ConfigError(f"{section}.splits: {splits!r} must name one or more of "
                               f"{', '.join(C.VOCAB_SPLITS)} (val and test are held out)")
+    held = [s for s in conf.train.splits if s in C.HELD_OUT]
+    if held or not conf.train.splits:
+        raise ConfigError(f"train.splits: {conf.train.splits!r} must name labelled splits to train on, such as "
+                          f"{C.TRAIN} and {C.PSEUDO}; {' and '.join(C.HELD_OUT)} are held out")
+    if conf.pseudo.split in C.HELD_OUT:
+        raise ConfigError(f"pseudo.split: {conf.pseudo.split!r} is held out; label {C.UNSUP} rows")
     if conf.train.maxlen > conf.encode.maxlen:
         raise ConfigError(f"train.maxlen: {conf.train.maxlen} is above encode.maxlen {conf.encode.maxlen}; "
                           f"the trainer can only crop shards, re-encode for longer sequences")

@@ -24,6 +24,9 @@ TRAIN, VAL, TEST, UNSUP, SCORE = "train", "val", "test", "unsup", "score"
 SPLITS = (TRAIN, VAL, TEST, UNSUP, SCORE)
 # Splits a vocabulary may be built from: never val or test (they are held out).
 VOCAB_SPLITS = (TRAIN, UNSUP)
+# Shard split written by the pseudo-labelling step: unlabelled rows with a teacher's labels.
+PSEUDO = "pseudo"
+HELD_OUT = (VAL, TEST)
 
 # aclImdb layout: <root>/<split>/<class>/<id>_<rating>.txt.  Ordinal order is split, then
 # class folder in this order, then numeric file id.

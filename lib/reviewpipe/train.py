@@ -285,10 +285,12 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     vocab = load_vocab(None, vocab_dir)
     manifest = shards.load_manifest(shards_dir)
     shards.check_fingerprint(manifest, vocab.fingerprint, shards_dir)
-    for split in (C.TRAIN, C.VAL):
+    for split in (*tc.splits, C.VAL):
         if not shards.split_rows(manifest, split):
-            raise TrainError(f"{shards_dir} has no {split!r} rows; training needs train and val shards "
-                             f"(ingest carves val from train with ingest.val_fraction > 0)")
+            hint = ("write them with make pseudo-label" if split == C.PSEUDO else
+                    "ingest carves val from train with ingest.val_fraction > 0")
+            raise TrainError(f"{shards_dir} has no {split!r} rows; training needs {' + '.join(tc.splits)} "
+                             f"and val shards ({hint})")
     src_len = int(manifest["maxlen"])
     if tc.maxlen > src_len:
         raise TrainError(f"train.maxlen {tc.maxlen} is longer than the shards' maxlen {src_len}; re-encode "
@@ -326,7 +328,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         tf.config.experimental.enable_op_determinism()
 
     rows = {s: shards.split_rows(manifest, s) for s in manifest["splits"]}
-    train_files = shards.split_files(shards_dir, manifest, C.TRAIN)
+    train_files = [f for split in tc.splits for f in shards.split_files(shards_dir, manifest, split)]
     n_train = shards.labelled_rows(train_files)
     n_val = shards.labelled_rows(shards.split_files(shards_dir, manifest, C.VAL))
     global_batch = tc.batch_size * hw.strategy.num_replicas_in_sync
@@ -335,7 +337,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     # Several workers hold different row counts: repeat and count steps so none runs dry first.
     explicit_steps = bool(tc.steps_per_epoch) or hw.num_workers > 1
     worker_share = dict(num_workers=hw.num_workers, worker_index=hw.worker_index)
-    train_ds = shards.make_dataset(shards_dir, C.TRAIN, batch_size=worker_batch, vocab_fingerprint=vocab.fingerprint,
+    train_ds = shards.make_dataset(shards_dir, list(tc.splits), batch_size=worker_batch, vocab_fingerprint=vocab.fingerprint,
                                    shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=maxlen,
                                    repeat=explicit_steps, **worker_share)
     if not explicit_steps:
@@ -384,7 +386,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
         f"device     {hw.device}; strategy {hw.strategy_name} ({hw.strategy.num_replicas_in_sync} replica(s)); "
         f"precision {hw.precision}",
         f"cuDNN      {cudnn}{' (used when a GPU runs the layer)' if not hw.gpus else ''}; {plan.cudnn_reason}",
-        f"data       rows {rows}; training on {n_train} train / {n_val} val; maxlen {maxlen} "
+        f"data       rows {rows}; training on {n_train} {'+'.join(tc.splits)} / {n_val} val; maxlen {maxlen} "
         f"(shards {src_len}, {padding}-padded, {truncating}-truncated)",
         f"schedule   {steps} steps/epoch x {tc.epochs} epochs, batch {global_batch}, {tc.optimizer} "
         f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience {tc.early_stopping_patience or 'off'}",

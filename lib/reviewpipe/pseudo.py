@@ -1,0 +1,179 @@
+"""Pseudo-labels: a trained run labels the unlabelled reviews, and the confident ones become
+a training split (self-training on the 50,000 unsup reviews).
+
+``make pseudo-label RUN=<run folder>`` writes a new shards folder: every file of the source
+folder (hard links where the filesystem allows, else copies) plus the split ``pseudo``.  Its
+rows are the ``pseudo.split`` (unsup) rows whose teacher probability is >= ``pseudo.threshold``
+(label 1) or <= 1 - threshold (label 0), in the shard schema, in source order.  With
+``pseudo.balance`` both labels keep the same number of rows, the most confident ones.  The
+manifest's ``pseudo_label`` record names the teacher and the rule, and reports how the same
+rule does on val (the share of rows it keeps and their accuracy): a report, never an input to
+the choice of rows.  Train the student with ``train.splits = ["train", "pseudo"]``.
+
+The teacher reads the shards as it was trained: cropped to its run's maxlen.  Row groups are
+read one at a time; only the probabilities (4 bytes a row) are held between the two passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reviewpipe import constants as C
+from reviewpipe import shards
+from reviewpipe.cli import JobError
+from reviewpipe.config import EncodeConf, PipelineConf
+
+log = logging.getLogger(__name__)
+
+
+class PseudoLabelError(JobError):
+    """Pseudo-labels cannot be written; the message says why."""
+
+
+def choose(probs: np.ndarray, threshold: float, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(keep mask, labels) for teacher probabilities: confident rows, optionally balanced by
+    keeping the ``min(n_pos, n_neg)`` most confident rows of each label (ties: source order)."""
+    labels = (probs >= 0.5).astype(np.int8)
+    pos = np.flatnonzero(probs >= threshold)
+    neg = np.flatnonzero(probs <= 1.0 - threshold)
+    if balance:
+        n = min(len(pos), len(neg))
+        pos = pos[np.argsort(-probs[pos], kind="stable")[:n]]
+        neg = neg[np.argsort(probs[neg], kind="stable")[:n]]
+    keep = np.zeros(len(probs), bool)
+    keep[pos] = True
+    keep[neg] = True
+    return keep, labels
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or no hard links there
+        shutil.copy2(src, dst)
+
+
+def pseudo_label(run_dir: str, shards_dir: str, out_dir: str, conf: PipelineConf) -> dict:
+    """Label ``pseudo.split`` with the run's model and write ``out_dir`` (see the module doc)."""
+    import keras
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from reviewpipe.encode import _ShardWriter
+
+    started = time.perf_counter()
+    pc = conf.pseudo
+    run, src_dir, out = Path(run_dir), Path(shards_dir), Path(out_dir)
+    meta_path = run / C.RUN_META
+    if not meta_path.is_file():
+        raise PseudoLabelError(f"--run {run}: no {C.RUN_META}; give a finished run folder")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("status") != "complete":
+        raise PseudoLabelError(f"--run {run}: the run is {meta.get('status')!r}, not complete")
+    if out.resolve() == src_dir.resolve():
+        raise PseudoLabelError("--output must be a new folder, not the source shards folder")
+    manifest = shards.load_manifest(src_dir)
+    shards.check_fingerprint(manifest, meta["vocab_fingerprint"], src_dir)
+    if (manifest["padding"], manifest["truncating"]) != (meta["padding"], meta["truncating"]):
+        raise PseudoLabelError(f"{src_dir} is {manifest['padding']}-padded/{manifest['truncating']}-truncated; "
+                               f"the run was trained on {meta['padding']}/{meta['truncating']}")
+    if not shards.split_rows(manifest, pc.split):
+        raise PseudoLabelError(f"{src_dir} has no {pc.split!r} rows to label")
+    if out.exists():
+        old = out / C.MANIFEST
+        if not (old.is_file() and "pseudo_label" in json.loads(old.read_text(encoding="utf-8"))):
+            raise PseudoLabelError(f"--output {out} exists and is not a pseudo-labelled shards folder; "
+                                   f"refusing to replace it")
+    src_len, maxlen = int(manifest["maxlen"]), int(meta["maxlen"])
+    model = keras.models.load_model(run / C.RUN_MODEL)
+
+    def row_groups(split):
+        files = shards.split_files(src_dir, manifest, split)
+        return [(f, g) for f, n in zip(files, shards.row_groups(files)) for g in range(n)]
+
+    def predict(path, group, labelled):
+        ids, labels = shards.read_row_group(path, group, src_len, labelled, maxlen, meta["padding"],
+                                            meta["truncating"])
+        out_p = [np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]), np.float32).ravel()
+                 for i in range(0, len(ids), pc.batch_size)]
+        return (np.concatenate(out_p) if out_p else np.zeros(0, np.float32)), labels
+
+    groups = row_groups(pc.split)
+    probs = np.concatenate([predict(f, g, False)[0] for f, g in groups])
+    keep, labels = choose(probs, pc.threshold, pc.balance)
+    report = _val_report(manifest, row_groups, predict, pc.threshold)
+
+    stage = out.with_name(f"{out.name}.tmp-{int(time.time() * 1000)}")
+    try:
+        for split, info in manifest["splits"].items():
+            if split != C.PSEUDO:
+                for f in info["files"]:
+                    _link_or_copy(src_dir / f["path"], stage / f["path"])
+        enc = EncodeConf(maxlen=src_len, row_group_rows=int(manifest["row_group_rows"]),
+                         rows_per_file=int(manifest["rows_per_file"]))
+        writer = _ShardWriter(pafs.LocalFileSystem(), str(stage), C.PSEUDO, 0, enc)
+        offset = 0
+        for f, g in groups:
+            t = pq.ParquetFile(f).read_row_group(g)
+            m = keep[offset:offset + len(t)]
+            lab = pa.array(labels[offset:offset + len(t)][m], pa.int8())
+            offset += len(t)
+            t = t.filter(pa.array(m))
+            writer.add(t.set_column(t.schema.get_field_index(C.LABEL), C.LABEL, lab))
+        files = []
+        for i, (_, name, rows, _, _) in enumerate(writer.finish()):
+            new = f"{C.SPLIT}={C.PSEUDO}/part-{i:05d}.parquet"
+            (stage / name).rename(stage / new)
+            files.append({"path": new, "rows": rows})
+        kept = int(keep.sum())
+        if sum(f["rows"] for f in files) != kept:
+            raise PseudoLabelError(f"wrote {sum(f['rows'] for f in files)} pseudo rows, chose {kept}")
+        record = {"teacher_run": str(run.resolve()), "teacher_val_accuracy": _metric(run, "val_accuracy"),
+                  "source": str(src_dir.resolve()), "split": pc.split, "threshold": pc.threshold,
+                  "balance": pc.balance, "rows_in": int(len(probs)), "rows_kept": kept,
+                  "positive": int(labels[keep].sum()), "negative": int(kept - labels[keep].sum()),
+                  "val_report": report, "seconds": round(time.perf_counter() - started, 1)}
+        splits = {s: v for s, v in manifest["splits"].items() if s != C.PSEUDO}
+        splits[C.PSEUDO] = {"rows": kept, "files": files}
+        new_manifest = {**manifest, "splits": dict(sorted(splits.items())), "pseudo_label": record}
+        (stage / C.MANIFEST).write_text(json.dumps(new_manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    log.info("pseudo-labels: kept %d of %d %s rows (%d positive) at threshold %.2f; on val the rule keeps "
+             "%.1f%% of rows at accuracy %.4f", kept, len(probs), pc.split, record["positive"], pc.threshold,
+             100 * (report.get("kept_fraction") or 0), report.get("kept_accuracy") or float("nan"))
+    return record
+
+
+def _metric(run: Path, key: str):
+    path = run / C.RUN_METRICS
+    return json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
+
+
+def _val_report(manifest: dict, row_groups, predict, threshold: float) -> dict:
+    """How the threshold rule does on val: share of rows kept, their accuracy, overall accuracy."""
+    if not shards.split_rows(manifest, C.VAL):
+        return {}
+    got = [predict(f, g, True) for f, g in row_groups(C.VAL)]
+    p = np.concatenate([x[0] for x in got])
+    y = np.concatenate([x[1] for x in got])
+    if not len(p):
+        return {}
+    confident = (p >= threshold) | (p <= 1.0 - threshold)
+    right = (p >= 0.5) == (y >= 0.5)
+    return {"rows": int(len(p)), "accuracy": round(float(right.mean()), 5),
+            "kept_fraction": round(float(confident.mean()), 5),
+            "kept_accuracy": round(float(right[confident].mean()), 5) if confident.any() else None}

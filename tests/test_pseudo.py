@@ -1,0 +1,86 @@
+"""Pseudo-labels: the confidence rule, the new shards folder, and a student trained on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import N_TRAIN, small_conf
+from reviewpipe import constants as C
+
+
+def test_choose_keeps_confident_rows_and_balances_the_labels():
+    from reviewpipe.pseudo import choose
+
+    probs = np.array([0.95, 0.5, 0.05, 0.99, 0.02, 0.9, 0.1, 0.92], np.float32)
+    keep, labels = choose(probs, 0.9, balance=False)
+    assert np.flatnonzero(keep).tolist() == [0, 2, 3, 4, 5, 6, 7]
+    assert labels.tolist() == [1, 1, 0, 1, 0, 1, 0, 1]
+    keep, _ = choose(probs, 0.9, balance=True)  # 4 positive, 3 negative: drop the least confident positive
+    assert np.flatnonzero(keep).tolist() == [0, 2, 3, 4, 6, 7]
+    keep, _ = choose(np.array([0.97, 0.96, 0.97, 0.01]), 0.9, balance=True)  # a tie: source order wins
+    assert np.flatnonzero(keep).tolist() == [0, 3]
+    keep, _ = choose(np.array([0.97, 0.96]), 0.9, balance=True)  # one label only: nothing to balance with
+    assert not keep.any()
+
+
+def _read(folder, manifest, split):
+    return pq.read_table([str(folder / f["path"]) for f in manifest["splits"][split]["files"]]).to_pydict()
+
+
+@pytest.mark.spark
+@pytest.mark.integration
+def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
+    import keras
+
+    from reviewpipe.pseudo import PseudoLabelError, pseudo_label
+    from reviewpipe.shards import crop
+    from reviewpipe.train import train
+
+    run_dir, teacher = run
+    root = data["root"]
+    src = root / "shards"
+    # the fixture has no unsup rows: label the train rows as if they had none
+    conf = small_conf(data["conf"], "pseudo.split=train", "pseudo.threshold=0.8", "pseudo.balance=false",
+                      "pseudo.batch_size=100")
+    record = pseudo_label(str(run_dir), str(src), str(tmp_path / "pl"), conf)
+
+    manifest = json.loads((tmp_path / "pl" / C.MANIFEST).read_text())
+    source = json.loads((src / C.MANIFEST).read_text())
+    assert set(manifest["splits"]) == {C.TRAIN, C.VAL, C.PSEUDO}
+    assert {s: manifest["splits"][s] for s in (C.TRAIN, C.VAL)} == source["splits"]
+    for f in source["splits"][C.TRAIN]["files"]:  # the source files, linked (or copied) unchanged
+        assert (tmp_path / "pl" / f["path"]).read_bytes() == (src / f["path"]).read_bytes()
+    assert manifest["pseudo_label"] == record and manifest["vocab_fingerprint"] == source["vocab_fingerprint"]
+
+    # recompute the teacher's probabilities independently
+    rows = _read(src, source, C.TRAIN)
+    ids = np.array(rows[C.IDS], np.int32)
+    cropped = crop(ids, np.array(rows[C.LENGTH]), 120, "post", "pre")
+    p = keras.models.load_model(run_dir / C.RUN_MODEL).predict(cropped, verbose=0).ravel()
+    sure = (p >= 0.8) | (p <= 0.2)
+    got = _read(tmp_path / "pl", manifest, C.PSEUDO)
+    assert got[C.REVIEW_ID] == [r for r, s in zip(rows[C.REVIEW_ID], sure) if s]  # source order
+    assert got[C.LABEL] == [int(x >= 0.5) for x in p[sure]]
+    assert np.array_equal(np.array(got[C.IDS]), ids[sure]) and got[C.LENGTH] == np.array(rows[C.LENGTH])[sure].tolist()
+    assert record["rows_in"] == N_TRAIN and record["rows_kept"] == int(sure.sum()) == manifest["splits"][C.PSEUDO]["rows"]
+    assert record["positive"] == int((p[sure] >= 0.5).sum()) and record["teacher_val_accuracy"] == teacher["val_accuracy"]
+    val = record["val_report"]
+    assert val["rows"] == 400 and val["accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-4)
+    assert 0 < val["kept_fraction"] <= 1 and val["kept_accuracy"] >= val["accuracy"]
+
+    student = train(str(tmp_path / "pl"), str(root / "vocab"), str(tmp_path / "runs"),
+                    small_conf(data["conf"], "train.splits=train,pseudo", "train.epochs=1"), run_id="s", verbose=0)
+    assert student["train_rows"] == N_TRAIN + record["rows_kept"]
+
+    again = pseudo_label(str(run_dir), str(src), str(tmp_path / "pl"), conf)  # re-runnable: replaces its own output
+    assert again["rows_kept"] == record["rows_kept"]
+    with pytest.raises(PseudoLabelError, match="not the source shards folder"):
+        pseudo_label(str(run_dir), str(src), str(src), conf)
+    with pytest.raises(PseudoLabelError, match="exists and is not a pseudo-labelled shards folder"):
+        pseudo_label(str(run_dir), str(src), str(root / "vocab"), conf)
+    with pytest.raises(PseudoLabelError, match=r"has no 'unsup' rows to label"):
+        pseudo_label(str(run_dir), str(src), str(tmp_path / "pl2"), data["conf"])

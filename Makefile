@@ -96,8 +96,8 @@ pretrain: $(STAMP) $(ZIP) ## Spark Word2Vec over word2vec.splits -> $(W2V_OUT); 
 pretrain-lm: $(STAMP) ## language model over lm.splits of $(SHARDS_OUT) -> $(LM_OUT); then SET="model.encoder_init=lm:$(LM_OUT)"
 	$(PY) jobs/pretrain_lm.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(LM_OUT) $(JOBARGS)
 
-pseudo-label: $(STAMP) ## label unsup rows of $(SHARDS_OUT) with MODEL (default: newest run) -> $(PSEUDO_OUT) with split pseudo
-	$(PY) jobs/pseudo_label.py --run '$(LATEST_RUN)' --shards $(SHARDS_OUT) --output $(PSEUDO_OUT) $(JOBARGS)
+pseudo-label: $(STAMP) ## label unsup rows of $(SHARDS_OUT) with MODEL (default: newest run; several: their mean) -> $(PSEUDO_OUT) with split pseudo
+	$(PY) jobs/pseudo_label.py $(foreach r,$(LATEST_RUN),--run '$(r)') --shards $(SHARDS_OUT) --output $(PSEUDO_OUT) $(JOBARGS)
 
 train: $(STAMP) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ...")
 	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)

@@ -22,7 +22,8 @@ def _main(argv: Sequence[str]) -> int:
         "pseudo_label", __doc__,
         "python jobs/pseudo_label.py --run artifacts/runs/<run_id> --shards data/work/shards "
         "--output data/work/shards_pseudo --set pseudo.threshold=0.9", spark=False)
-    parser.add_argument("--run", required=True, help="finished run folder (the teacher)")
+    parser.add_argument("--run", required=True, action="append",
+                        help="finished run folder (the teacher); repeat it for an ensemble of runs on the same vocabulary")
     parser.add_argument("--shards", required=True, help="shards folder with the pseudo.split rows (unsup)")
     parser.add_argument("--output", required=True, help="new shards folder: the source's splits plus pseudo")
     args = parser.parse_args(argv)
@@ -31,7 +32,7 @@ def _main(argv: Sequence[str]) -> int:
     from reviewpipe.pseudo import pseudo_label
 
     record = pseudo_label(args.run, args.shards, args.output, conf)
-    print(json.dumps({k: v for k, v in record.items() if k not in ("source", "teacher_run")}))
+    print(json.dumps({k: v for k, v in record.items() if k not in ("source", "teachers")}))
     return 0
 
 

@@ -67,7 +67,8 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     assert got[C.LABEL] == [int(x >= 0.5) for x in p[sure]]
     assert np.array_equal(np.array(got[C.IDS]), ids[sure]) and got[C.LENGTH] == np.array(rows[C.LENGTH])[sure].tolist()
     assert record["rows_in"] == N_TRAIN and record["rows_kept"] == int(sure.sum()) == manifest["splits"][C.PSEUDO]["rows"]
-    assert record["positive"] == int((p[sure] >= 0.5).sum()) and record["teacher_val_accuracy"] == teacher["val_accuracy"]
+    assert record["positive"] == int((p[sure] >= 0.5).sum())
+    assert record["teachers"] == [{"run": str(run_dir.resolve()), "val_accuracy": teacher["val_accuracy"]}]
     val = record["val_report"]
     assert val["rows"] == 400 and val["accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-4)
     assert 0 < val["kept_fraction"] <= 1 and val["kept_accuracy"] >= val["accuracy"]
@@ -75,6 +76,14 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     student = train(str(tmp_path / "pl"), str(root / "vocab"), str(tmp_path / "runs"),
                     small_conf(data["conf"], "train.splits=train,pseudo", "train.epochs=1"), run_id="s", verbose=0)
     assert student["train_rows"] == N_TRAIN + record["rows_kept"]
+
+    # two runs on the same vocabulary: one teacher, the mean of their probabilities
+    both = pseudo_label([str(run_dir), str(tmp_path / "runs" / "s")], str(src), str(tmp_path / "ens"), conf)
+    p2 = (p + keras.models.load_model(tmp_path / "runs" / "s" / C.RUN_MODEL).predict(cropped, verbose=0).ravel()) / 2
+    sure2 = (p2 >= 0.8) | (p2 <= 0.2)
+    got2 = _read(tmp_path / "ens", json.loads((tmp_path / "ens" / C.MANIFEST).read_text()), C.PSEUDO)
+    assert got2[C.LABEL] == [int(x >= 0.5) for x in p2[sure2]] and both["rows_kept"] == int(sure2.sum())
+    assert [t["run"] for t in both["teachers"]] == [str(run_dir.resolve()), str((tmp_path / "runs" / "s").resolve())]
 
     again = pseudo_label(str(run_dir), str(src), str(tmp_path / "pl"), conf)  # re-runnable: replaces its own output
     assert again["rows_kept"] == record["rows_kept"]

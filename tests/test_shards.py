@@ -76,3 +76,20 @@ def test_refusals(tmp_path):
         make_dataset(tmp_path, "val", batch_size=4, vocab_fingerprint="f" * 64)
     with pytest.raises(ShardsError, match=r"no _manifest.json in .*run `make encode` first"):
         make_dataset(tmp_path / "nope", "train", batch_size=4, vocab_fingerprint="f" * 64)
+
+
+def test_staged_local_swaps_in_on_success_and_keeps_the_old_folder_on_failure(tmp_path):
+    from reviewpipe.storage import staged_local
+
+    out = tmp_path / "out"
+    with staged_local(out) as stage:
+        (stage / "a").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "a").read_text() == "1"
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_local(out) as stage:
+            (stage / "a").write_text("2")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "a").read_text() == "1"
+    with staged_local(out) as stage:
+        (stage / "b").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

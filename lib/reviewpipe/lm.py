@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from reviewpipe import constants as C
-from reviewpipe import shards
+from reviewpipe import shards, storage
 from reviewpipe.cli import JobError
 from reviewpipe.config import PipelineConf
 from reviewpipe.vocab import Vocabulary, load_vocab
@@ -244,19 +243,10 @@ def _val_perplexity(lm: LanguageModel, shards_dir: str, manifest: dict, vocab: V
 
 
 def _publish(out: Path, weights: dict[str, np.ndarray], spec: dict) -> None:
-    """Write to ``<out>.tmp-*`` and rename, so a failed run leaves no folder that looks complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1000)}")
-    tmp.mkdir()
-    try:
-        np.savez(tmp / LM_WEIGHTS, **weights)
-        (tmp / LM_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    """Write to a staging sibling and swap it in, so a failed run leaves no folder that looks complete."""
+    with storage.staged_local(out) as stage:
+        np.savez(stage / LM_WEIGHTS, **weights)
+        (stage / LM_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_encoder(init: str, vocab: Vocabulary, cell: str, units: int) -> tuple[dict[str, np.ndarray], dict]:

@@ -6,9 +6,10 @@ folder (hard links where the filesystem allows, else copies) plus the split ``ps
 rows are the ``pseudo.split`` (unsup) rows whose teacher probability is >= ``pseudo.threshold``
 (label 1) or <= 1 - threshold (label 0), in the shard schema, in source order.  With
 ``pseudo.balance`` both labels keep the same number of rows, the most confident ones.  The
-manifest's ``pseudo_label`` record names the teacher and the rule, and reports how the same
-rule does on val (the share of rows it keeps and their accuracy): a report, never an input to
-the choice of rows.  Train the student with ``train.splits = ["train", "pseudo"]``.
+manifest's ``pseudo_label`` record names the teacher(s) and the rule, and reports how the same
+rule does on val (the teacher's accuracy, the share of rows the rule keeps and their accuracy):
+a report, never an input to the choice of rows.  Several runs on the same vocabulary make one
+teacher, the mean of their probabilities (an ensemble, usually more accurate than any member).  Train the student with ``train.splits = ["train", "pseudo"]``.
 
 The teacher reads the shards as it was trained: cropped to its run's maxlen.  Row groups are
 read one at a time; only the probabilities (4 bytes a row) are held between the two passes.
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from reviewpipe import constants as C
-from reviewpipe import shards
+from reviewpipe import shards, storage
 from reviewpipe.cli import JobError
 from reviewpipe.config import EncodeConf, PipelineConf
 
@@ -61,31 +62,44 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def pseudo_label(run_dir: str, shards_dir: str, out_dir: str, conf: PipelineConf) -> dict:
-    """Label ``pseudo.split`` with the run's model and write ``out_dir`` (see the module doc)."""
-    import keras
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    from reviewpipe.encode import _ShardWriter
-
-    started = time.perf_counter()
-    pc = conf.pseudo
-    run, src_dir, out = Path(run_dir), Path(shards_dir), Path(out_dir)
+def _teacher(run: Path, manifest: dict, src_dir: Path) -> tuple[dict, Path]:
+    """A finished run that reads these shards as it was trained; refuses anything else."""
     meta_path = run / C.RUN_META
     if not meta_path.is_file():
         raise PseudoLabelError(f"--run {run}: no {C.RUN_META}; give a finished run folder")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("status") != "complete":
         raise PseudoLabelError(f"--run {run}: the run is {meta.get('status')!r}, not complete")
-    if out.resolve() == src_dir.resolve():
-        raise PseudoLabelError("--output must be a new folder, not the source shards folder")
-    manifest = shards.load_manifest(src_dir)
     shards.check_fingerprint(manifest, meta["vocab_fingerprint"], src_dir)
     if (manifest["padding"], manifest["truncating"]) != (meta["padding"], meta["truncating"]):
         raise PseudoLabelError(f"{src_dir} is {manifest['padding']}-padded/{manifest['truncating']}-truncated; "
-                               f"the run was trained on {meta['padding']}/{meta['truncating']}")
+                               f"the run {run.name} was trained on {meta['padding']}/{meta['truncating']}")
+    if int(meta["maxlen"]) > int(manifest["maxlen"]):
+        raise PseudoLabelError(f"the run {run.name} reads {meta['maxlen']} ids, the shards hold {manifest['maxlen']}")
+    return meta, run
+
+
+def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf: PipelineConf) -> dict:
+    """Label ``pseudo.split`` with the runs' models (their mean probability: one run, or an
+    ensemble of runs on the same vocabulary) and write ``out_dir`` (see the module doc)."""
+    import keras
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from reviewpipe import model as _layers  # noqa: F401  registers PaddingMask and TimePooling for load_model
+    from reviewpipe.encode import _ShardWriter
+
+    started = time.perf_counter()
+    pc = conf.pseudo
+    src_dir, out = Path(shards_dir), Path(out_dir)
+    if out.resolve() == src_dir.resolve():
+        raise PseudoLabelError("--output must be a new folder, not the source shards folder")
+    runs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, str) else run_dirs)]
+    if not runs:
+        raise PseudoLabelError("give at least one --run (the teacher)")
+    manifest = shards.load_manifest(src_dir)
+    teachers = [_teacher(r, manifest, src_dir) for r in runs]
     if not shards.split_rows(manifest, pc.split):
         raise PseudoLabelError(f"{src_dir} has no {pc.split!r} rows to label")
     if out.exists():
@@ -93,27 +107,31 @@ def pseudo_label(run_dir: str, shards_dir: str, out_dir: str, conf: PipelineConf
         if not (old.is_file() and "pseudo_label" in json.loads(old.read_text(encoding="utf-8"))):
             raise PseudoLabelError(f"--output {out} exists and is not a pseudo-labelled shards folder; "
                                    f"refusing to replace it")
-    src_len, maxlen = int(manifest["maxlen"]), int(meta["maxlen"])
-    model = keras.models.load_model(run / C.RUN_MODEL)
+    src_len = int(manifest["maxlen"])
+    models = [(keras.models.load_model(run / C.RUN_MODEL), meta) for meta, run in teachers]
 
     def row_groups(split):
         files = shards.split_files(src_dir, manifest, split)
         return [(f, g) for f, n in zip(files, shards.row_groups(files)) for g in range(n)]
 
     def predict(path, group, labelled):
-        ids, labels = shards.read_row_group(path, group, src_len, labelled, maxlen, meta["padding"],
-                                            meta["truncating"])
-        out_p = [np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]), np.float32).ravel()
+        """Mean probability of the teachers, each reading the rows cropped to its own maxlen."""
+        total, labels = None, None
+        for model, meta in models:
+            ids, labels = shards.read_row_group(path, group, src_len, labelled, int(meta["maxlen"]),
+                                                meta["padding"], meta["truncating"])
+            p = [np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]), np.float64).ravel()
                  for i in range(0, len(ids), pc.batch_size)]
-        return (np.concatenate(out_p) if out_p else np.zeros(0, np.float32)), labels
+            p = np.concatenate(p) if p else np.zeros(0)
+            total = p if total is None else total + p
+        return (total / len(models)).astype(np.float32), labels
 
     groups = row_groups(pc.split)
     probs = np.concatenate([predict(f, g, False)[0] for f, g in groups])
     keep, labels = choose(probs, pc.threshold, pc.balance)
     report = _val_report(manifest, row_groups, predict, pc.threshold)
 
-    stage = out.with_name(f"{out.name}.tmp-{int(time.time() * 1000)}")
-    try:
+    with storage.staged_local(out) as stage:  # replaces an older pseudo-labelled folder on success
         for split, info in manifest["splits"].items():
             if split != C.PSEUDO:
                 for f in info["files"]:
@@ -137,7 +155,8 @@ def pseudo_label(run_dir: str, shards_dir: str, out_dir: str, conf: PipelineConf
         kept = int(keep.sum())
         if sum(f["rows"] for f in files) != kept:
             raise PseudoLabelError(f"wrote {sum(f['rows'] for f in files)} pseudo rows, chose {kept}")
-        record = {"teacher_run": str(run.resolve()), "teacher_val_accuracy": _metric(run, "val_accuracy"),
+        record = {"teachers": [{"run": str(run.resolve()), "val_accuracy": _metric(run, "val_accuracy")}
+                               for _, run in teachers],
                   "source": str(src_dir.resolve()), "split": pc.split, "threshold": pc.threshold,
                   "balance": pc.balance, "rows_in": int(len(probs)), "rows_kept": kept,
                   "positive": int(labels[keep].sum()), "negative": int(kept - labels[keep].sum()),
@@ -146,12 +165,6 @@ def pseudo_label(run_dir: str, shards_dir: str, out_dir: str, conf: PipelineConf
         splits[C.PSEUDO] = {"rows": kept, "files": files}
         new_manifest = {**manifest, "splits": dict(sorted(splits.items())), "pseudo_label": record}
         (stage / C.MANIFEST).write_text(json.dumps(new_manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
     log.info("pseudo-labels: kept %d of %d %s rows (%d positive) at threshold %.2f; on val the rule keeps "
              "%.1f%% of rows at accuracy %.4f", kept, len(probs), pc.split, record["positive"], pc.threshold,
              100 * (report.get("kept_fraction") or 0), report.get("kept_accuracy") or float("nan"))

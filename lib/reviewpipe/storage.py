@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 
@@ -116,3 +118,24 @@ def staged_output(spark, out_dir: str) -> Iterator[str]:
     rename(spark, staging, out_dir)
     if had_old:
         delete(spark, old)
+
+
+@contextlib.contextmanager
+def staged_local(out_dir: str | Path) -> Iterator[Path]:
+    """:func:`staged_output` for a local folder written without Spark (the TensorFlow jobs)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging, old = out.with_name(f"{out.name}.staging-{tag}"), out.with_name(f"{out.name}.old-{tag}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    had_old = out.exists()
+    if had_old:
+        out.rename(old)
+    staging.rename(out)
+    if had_old:
+        shutil.rmtree(old)

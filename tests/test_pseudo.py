@@ -38,7 +38,7 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
 
     from reviewpipe.pseudo import PseudoLabelError, pseudo_label
     from reviewpipe.shards import crop
-    from reviewpipe.train import train
+    from reviewpipe.train import TrainError, train
 
     run_dir, teacher = run
     root = data["root"]
@@ -73,6 +73,9 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     assert val["rows"] == 400 and val["accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-4)
     assert 0 < val["kept_fraction"] <= 1 and val["kept_accuracy"] >= val["accuracy"]
 
+    with pytest.raises(TrainError, match=r"has no 'pseudo' rows; training needs train \+ pseudo and val shards "
+                                         r"\(write them with make pseudo-label\)"):
+        train(str(src), str(root / "vocab"), str(tmp_path / "runs"), small_conf(data["conf"], "train.splits=train,pseudo"))
     student = train(str(tmp_path / "pl"), str(root / "vocab"), str(tmp_path / "runs"),
                     small_conf(data["conf"], "train.splits=train,pseudo", "train.epochs=1"), run_id="s", verbose=0)
     assert student["train_rows"] == N_TRAIN + record["rows_kept"]

@@ -109,10 +109,11 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     src_len = int(manifest["maxlen"])
     out_len = maxlen if 0 < maxlen < src_len else src_len
     padding, truncating = manifest.get("padding", "post"), manifest.get("truncating", "pre")
-    files = [f for s in ([split] if isinstance(split, str) else split) for f in split_files(shards_dir, manifest, s)]
+    splits = [split] if isinstance(split, str) else list(split)
+    files = [f for s in splits for f in split_files(shards_dir, manifest, s)]
     if num_workers > 1:
         if len(files) < num_workers:
-            raise ShardsError(f"{len(files)} {split} files cannot be shared by {num_workers} workers; "
+            raise ShardsError(f"{len(files)} {'+'.join(splits)} files cannot be shared by {num_workers} workers; "
                               f"re-encode with a smaller encode.rows_per_file")
         files = files[worker_index::num_workers]
 

@@ -297,20 +297,20 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
                          f"with --set encode.maxlen={tc.maxlen}")
     maxlen = tc.maxlen or src_len
     padding, truncating = manifest["padding"], manifest["truncating"]
-    pretrained, w2v_spec = None, None
-    if mc.embedding_init != "random":
-        from reviewpipe.word2vec import load_pretrained
-
-        pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
-    encoder, lm_spec = None, None
+    pretrained, w2v_spec, encoder, lm_spec = None, None, None, None
     if mc.encoder_init != "random":
         from reviewpipe.lm import load_encoder
 
         encoder, lm_spec = load_encoder(mc.encoder_init, vocab, mc.cell, mc.units)  # refuses a mismatch
-        if pretrained is not None:
-            log.info("model.encoder_init: the embedding comes from %s (its own start was %s), not %s",
-                     mc.encoder_init, lm_spec.get("embedding_init"), mc.embedding_init)
         pretrained = encoder["embedding"]
+        if mc.embedding_init != "random":
+            log.info("model.encoder_init: the embedding comes from %s (which started from %s); "
+                     "model.embedding_init %s is not loaded", mc.encoder_init, lm_spec.get("embedding_init"),
+                     mc.embedding_init)
+    elif mc.embedding_init != "random":
+        from reviewpipe.word2vec import load_pretrained
+
+        pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
 
     run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, vocab.fingerprint, conf)
     ckpt = run_dir / C.RUN_CHECKPOINTS

@@ -62,9 +62,9 @@ def test_shard_writer_row_groups_and_files(tmp_path):
     import pyarrow.parquet as pq
 
     from reviewpipe.config import EncodeConf
-    from reviewpipe.encode import _ShardWriter
+    from reviewpipe.encode import ShardWriter
 
-    w = _ShardWriter(pafs.LocalFileSystem(), str(tmp_path), "train", 3, EncodeConf(row_group_rows=64, rows_per_file=150))
+    w = ShardWriter(pafs.LocalFileSystem(), str(tmp_path), "train", 3, EncodeConf(row_group_rows=64, rows_per_file=150))
     for start in range(0, 330, 70):  # uneven batches: 70, 70, 70, 70, 50
         n = min(70, 330 - start)
         w.add(pa.table({"x": pa.array(range(start, start + n), pa.int32())}))

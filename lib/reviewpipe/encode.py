@@ -91,7 +91,7 @@ def shard_table(batch, values: np.ndarray, lengths: np.ndarray, oov: np.ndarray,
     return pa.table(cols)
 
 
-class _ShardWriter:
+class ShardWriter:
     """Writes one split's rows into part files with exactly ``row_group_rows`` rows per
     row group (the last one may be short) and at most ``rows_per_file`` rows per file."""
 
@@ -170,13 +170,13 @@ def encode_and_write(batches: Iterator, tokens_bc, spec: TokenizerSpec, enc: Enc
     tokens = tokens_bc.value
     fs, base = _filesystem(stage_uri)
     task = TaskContext.get().partitionId()
-    writers: dict[str, _ShardWriter] = {}
+    writers: dict[str, ShardWriter] = {}
     for batch in batches:
         splits = batch.column(C.SPLIT)
         present = pc.unique(splits).to_pylist()
         for split in present:
             part = batch if len(present) == 1 else batch.filter(pc.equal(splits, split))
-            w = writers.setdefault(split, _ShardWriter(fs, base, split, task, enc))
+            w = writers.setdefault(split, ShardWriter(fs, base, split, task, enc))
             w.add(encode_batch(part, tokens, spec, enc, matrix_args))
     rows = [r for w in writers.values() for r in w.finish()]
     yield pa.RecordBatch.from_pylist([dict(zip(("split", "file", "rows", "task", "seq"), r)) for r in rows],

@@ -134,7 +134,7 @@ def encode_streams(files: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeC
     fs, base = E._filesystem(stage_uri)
     tokens_set = pa.array(tokens_bc.value, pa.string())
     for task, name in files:
-        writers: dict[str, E._ShardWriter] = {}
+        writers: dict[str, E.ShardWriter] = {}
         totals: dict[str, list[int]] = {}
         with fs.open_input_stream(f"{base}/{name}") as source:
             for batch in ipc.open_stream(source):
@@ -152,7 +152,7 @@ def encode_streams(files: Iterator, tokens_bc, spec: TokenizerSpec, enc: EncodeC
                     t = totals.setdefault(split, [0, 0])
                     t[0] += int(n_tokens[sel].sum())
                     t[1] += int(oov[sel].sum())
-                    writers.setdefault(split, E._ShardWriter(fs, base, split, task, enc)).add(part)
+                    writers.setdefault(split, E.ShardWriter(fs, base, split, task, enc)).add(part)
         for w in writers.values():
             for split, file, rows, t, seq in w.finish():
                 yield ("file", split, file, rows, t, seq)

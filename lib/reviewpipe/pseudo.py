@@ -88,7 +88,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
     import pyarrow.parquet as pq
 
     from reviewpipe import model as _layers  # noqa: F401  registers PaddingMask and TimePooling for load_model
-    from reviewpipe.encode import _ShardWriter
+    from reviewpipe.encode import ShardWriter
 
     started = time.perf_counter()
     pc = conf.pseudo
@@ -138,7 +138,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
                     _link_or_copy(src_dir / f["path"], stage / f["path"])
         enc = EncodeConf(maxlen=src_len, row_group_rows=int(manifest["row_group_rows"]),
                          rows_per_file=int(manifest["rows_per_file"]))
-        writer = _ShardWriter(pafs.LocalFileSystem(), str(stage), C.PSEUDO, 0, enc)
+        writer = ShardWriter(pafs.LocalFileSystem(), str(stage), C.PSEUDO, 0, enc)
         offset = 0
         for f, g in groups:
             t = pq.ParquetFile(f).read_row_group(g)

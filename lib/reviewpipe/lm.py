@@ -136,15 +136,18 @@ def _masked_mean(per_step, targets):
     return tf.reduce_sum(per_step * m) / tf.maximum(tf.reduce_sum(m), 1.0)
 
 
-def _embedding_width(conf: PipelineConf, vocab: Vocabulary) -> tuple[int, np.ndarray | None]:
-    mc = conf.model
-    if mc.embedding_init != "random":
+def _embedding(conf: PipelineConf, vocab: Vocabulary, maxlen: int) -> tuple[int, np.ndarray | None]:
+    """The embedding width the classifier will have (``model.plan``'s rule) and the pretrained
+    matrix to start from, if ``model.embedding_init`` names one."""
+    from reviewpipe.model import plan
+
+    matrix = None
+    if conf.model.embedding_init != "random":
         from reviewpipe.word2vec import load_pretrained
 
-        matrix, _ = load_pretrained(mc.embedding_init, vocab)
-        return matrix.shape[1], matrix
-    dim = round(vocab.size ** 0.25) if mc.embedding_dim == "auto" else int(mc.embedding_dim)
-    return max(1, dim), None
+        matrix, _ = load_pretrained(conf.model.embedding_init, vocab)
+    p = plan(conf.model, vocab.size, maxlen, "post", matrix.shape[1] if matrix is not None else 0)
+    return p.embedding_dim, matrix
 
 
 def pretrain(shards_dir: str, vocab_dir: str, out_dir: str, conf: PipelineConf, verbose: bool = True) -> dict:
@@ -166,7 +169,7 @@ def pretrain(shards_dir: str, vocab_dir: str, out_dir: str, conf: PipelineConf, 
         raise LanguageModelError(f"{shards_dir} has no {', '.join(missing)} rows; encode those splits first "
                                  f"(lm.splits = {list(lc.splits)})")
     maxlen = int(manifest["maxlen"])
-    dim, pretrained = _embedding_width(conf, vocab)
+    dim, pretrained = _embedding(conf, vocab, maxlen)
 
     keras.utils.set_random_seed(lc.seed)
     lm = LanguageModel(vocab.size, dim, mc.cell, mc.units, lc.sampled)

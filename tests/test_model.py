@@ -87,6 +87,32 @@ def test_ema_replaces_the_weights_by_their_average_at_each_epoch_end():
         load_conf(None, ["train.ema_momentum=1.5"])
 
 
+def test_metrics_read_a_soft_target_as_its_label_and_survive_a_save(tmp_path):
+    import keras
+
+    y_soft = np.array([0.9, 0.2, 0.6, 0.4, 1.0, 0.0, 0.5], np.float32)
+    y_hard = np.array([1, 0, 1, 0, 1, 0, 1], np.float32)  # >= 0.5 is positive, as pseudo-labels are cut
+    p = np.array([0.8, 0.3, 0.4, 0.7, 0.9, 0.1, 0.45], np.float32)
+
+    def result(metric, y):
+        metric.update_state(y, p)
+        return float(metric.result())
+
+    assert result(M.LabelAccuracy(name="accuracy"), y_soft) == pytest.approx(4 / 7)
+    assert result(M.LabelAccuracy(name="accuracy"), y_hard) == result(keras.metrics.BinaryAccuracy(), y_hard)
+    assert result(keras.metrics.BinaryAccuracy(), y_soft) == pytest.approx(2 / 7)  # why Keras's own will not do
+    assert result(M.LabelAUC(name="auc"), y_soft) == result(keras.metrics.AUC(), y_hard) == pytest.approx(10 / 12)
+    assert result(keras.metrics.AUC(), y_soft) != pytest.approx(10 / 12)  # Keras counts 0.2 and 0.4 as positive
+
+    conf = load_conf(None, [])
+    model = M.build_model(conf.model, M.plan(conf.model, 50, 6, "post"))
+    M.compile_model(model, conf.train)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    loaded.evaluate(np.ones((2, 6), np.int32), np.array([0.7, 0.2], np.float32), verbose=0)
+    assert [type(m) for m in loaded.metrics[1].metrics] == [M.LabelAccuracy, M.LabelAUC]
+
+
 def test_auto_embedding_dim_and_mask_rules():
     conf = load_conf(None, ["model.embedding_dim=auto"])
     assert M.plan(conf.model, 20000, 10, "post").embedding_dim == 12  # round(20000 ** 0.25)

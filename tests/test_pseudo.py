@@ -37,7 +37,7 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     import keras
 
     from reviewpipe.pseudo import PseudoLabelError, pseudo_label
-    from reviewpipe.shards import crop
+    from reviewpipe.shards import crop, read_row_group
     from reviewpipe.train import TrainError, train
 
     run_dir, teacher = run
@@ -87,6 +87,26 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     got2 = _read(tmp_path / "ens", json.loads((tmp_path / "ens" / C.MANIFEST).read_text()), C.PSEUDO)
     assert got2[C.LABEL] == [int(x >= 0.5) for x in p2[sure2]] and both["rows_kept"] == int(sure2.sum())
     assert [t["run"] for t in both["teachers"]] == [str(run_dir.resolve()), str((tmp_path / "runs" / "s").resolve())]
+
+    # soft labels: every row at threshold 0.5, with the teacher's probability as the target
+    soft_conf = small_conf(data["conf"], "pseudo.split=train", "pseudo.threshold=0.5", "pseudo.balance=false",
+                           "pseudo.soft=true")
+    soft = pseudo_label(str(run_dir), str(src), str(tmp_path / "soft"), soft_conf)
+    soft_manifest = json.loads((tmp_path / "soft" / C.MANIFEST).read_text())
+    got3 = _read(tmp_path / "soft", soft_manifest, C.PSEUDO)
+    assert soft["soft"] and soft["rows_kept"] == N_TRAIN and got3[C.REVIEW_ID] == rows[C.REVIEW_ID]
+    np.testing.assert_allclose(got3[C.TARGET], p, atol=1e-6)
+    assert got3[C.LABEL] == [int(x >= 0.5) for x in p]
+    assert soft_manifest["schema"][-1] == {"name": C.TARGET, "type": "float32", "splits": [C.PSEUDO]}
+    assert C.TARGET not in [c["name"] for c in manifest["schema"]]
+    pseudo_file = str(tmp_path / "soft" / soft_manifest["splits"][C.PSEUDO]["files"][0]["path"])
+    _, y = read_row_group(pseudo_file, 0, 160)  # the trainer reads the target where there is one ...
+    np.testing.assert_allclose(y, p[:len(y)], atol=1e-6)
+    _, y = read_row_group(str(src / source["splits"][C.TRAIN]["files"][0]["path"]), 0, 160)
+    assert set(np.unique(y)) == {0.0, 1.0}  # ... and the 0/1 label elsewhere
+    distilled = train(str(tmp_path / "soft"), str(root / "vocab"), str(tmp_path / "runs"),
+                      small_conf(data["conf"], "train.splits=train,pseudo", "train.epochs=1"), run_id="d", verbose=0)
+    assert distilled["train_rows"] == 2 * N_TRAIN and 0.5 < distilled["val_accuracy"] <= 1
 
     again = pseudo_label(str(run_dir), str(src), str(tmp_path / "pl"), conf)  # re-runnable: replaces its own output
     assert again["rows_kept"] == record["rows_kept"]

@@ -162,6 +162,8 @@ class PseudoConf:
     threshold: float = _opt(0.9, min=0.5, max=1.0,
                             doc="keep rows with probability >= threshold or <= 1 - threshold")
     balance: bool = _opt(True, doc="keep as many positive as negative rows (the most confident ones)")
+    soft: bool = _opt(False, doc="also write the teacher's probability (column target); the student trains "
+                                 "on it instead of the 0/1 label (distillation)")
     batch_size: int = _opt(512, min=1, doc="rows per model call")
 
 

@@ -72,6 +72,7 @@ IDS = "ids"
 LENGTH = "length"
 OOV = "oov"
 MATRIX = "matrix"
+TARGET = "target"  # float32 teacher probability: pseudo shards written with pseudo.soft only
 SHARD_COLUMNS = (REVIEW_ID, LABEL, IDS, LENGTH, OOV)
 MANIFEST = "_manifest.json"
 

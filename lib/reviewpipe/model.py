@@ -137,6 +137,28 @@ def build_model(mc: ModelConf, p: ModelPlan) -> keras.Model:
     return keras.Model(ids, out, name=f"{'bi' if mc.bidirectional else ''}{mc.cell}_classifier")
 
 
+def _hard(y_true):
+    """A target in [0, 1] as its 0/1 label (>= 0.5 is positive, as pseudo-labels are cut)."""
+    return ops.cast(ops.greater_equal(ops.cast(y_true, "float32"), 0.5), "float32")
+
+
+@keras.saving.register_keras_serializable(package="reviewpipe")
+class LabelAccuracy(keras.metrics.BinaryAccuracy):
+    """Binary accuracy against the target's 0/1 label.  The same as Keras's on 0/1 labels; on a
+    soft target (a teacher's probability, ``pseudo.soft``) Keras would count every row wrong."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_hard(y_true), y_pred, sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="reviewpipe")
+class LabelAUC(keras.metrics.AUC):
+    """ROC AUC against the target's 0/1 label (Keras's AUC counts any target > 0 as positive)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_hard(y_true), y_pred, sample_weight)
+
+
 def compile_model(model: keras.Model, tc: TrainConf, steps_per_epoch: int = 1) -> None:
     lr = tc.learning_rate
     if tc.lr_schedule == "cosine":  # a function of the optimizer's step count, so --resume keeps its place
@@ -149,8 +171,9 @@ def compile_model(model: keras.Model, tc: TrainConf, steps_per_epoch: int = 1) -
         # step, so validation, checkpoints and the next epoch all start from the average.
         kwargs.update(use_ema=True, ema_momentum=tc.ema_momentum, ema_overwrite_frequency=max(1, steps_per_epoch))
     opt = keras.optimizers.Adam(**kwargs) if tc.optimizer == "adam" else keras.optimizers.RMSprop(**kwargs)
+    # Binary cross-entropy takes a soft target as it is (distillation); the metrics read its label.
     model.compile(optimizer=opt, loss="binary_crossentropy",
-                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+                  metrics=[LabelAccuracy(name="accuracy"), LabelAUC(name="auc")])
 
 
 def first_recurrent_layer(model: keras.Model):

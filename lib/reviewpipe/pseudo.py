@@ -11,6 +11,10 @@ rule does on val (the teacher's accuracy, the share of rows the rule keeps and t
 a report, never an input to the choice of rows.  Several runs on the same vocabulary make one
 teacher, the mean of their probabilities (an ensemble, usually more accurate than any member).  Train the student with ``train.splits = ["train", "pseudo"]``.
 
+With ``pseudo.soft`` the pseudo rows also carry ``target`` (float32), the teacher's
+probability, and the trainer fits that instead of the 0/1 ``label`` (knowledge distillation:
+the student also learns how sure the teacher was).  ``pseudo.threshold = 0.5`` keeps every row.
+
 The teacher reads the shards as it was trained: cropped to its run's maxlen.  Row groups are
 read one at a time; only the probabilities (4 bytes a row) are held between the two passes.
 """
@@ -108,7 +112,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
             raise PseudoLabelError(f"--output {out} exists and is not a pseudo-labelled shards folder; "
                                    f"refusing to replace it")
     src_len = int(manifest["maxlen"])
-    models = [(keras.models.load_model(run / C.RUN_MODEL), meta) for meta, run in teachers]
+    models = [(keras.models.load_model(run / C.RUN_MODEL, compile=False), meta) for meta, run in teachers]
 
     def row_groups(split):
         files = shards.split_files(src_dir, manifest, split)
@@ -144,9 +148,11 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
             t = pq.ParquetFile(f).read_row_group(g)
             m = keep[offset:offset + len(t)]
             lab = pa.array(labels[offset:offset + len(t)][m], pa.int8())
+            soft = pa.array(probs[offset:offset + len(t)][m], pa.float32())
             offset += len(t)
             t = t.filter(pa.array(m))
-            writer.add(t.set_column(t.schema.get_field_index(C.LABEL), C.LABEL, lab))
+            t = t.set_column(t.schema.get_field_index(C.LABEL), C.LABEL, lab)
+            writer.add(t.append_column(pa.field(C.TARGET, pa.float32(), nullable=False), soft) if pc.soft else t)
         files = []
         for i, (_, name, rows, _, _) in enumerate(writer.finish()):
             new = f"{C.SPLIT}={C.PSEUDO}/part-{i:05d}.parquet"
@@ -158,12 +164,16 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
         record = {"teachers": [{"run": str(run.resolve()), "val_accuracy": _metric(run, "val_accuracy")}
                                for _, run in teachers],
                   "source": str(src_dir.resolve()), "split": pc.split, "threshold": pc.threshold,
-                  "balance": pc.balance, "rows_in": int(len(probs)), "rows_kept": kept,
+                  "balance": pc.balance, "soft": pc.soft, "rows_in": int(len(probs)), "rows_kept": kept,
                   "positive": int(labels[keep].sum()), "negative": int(kept - labels[keep].sum()),
                   "val_report": report, "seconds": round(time.perf_counter() - started, 1)}
         splits = {s: v for s, v in manifest["splits"].items() if s != C.PSEUDO}
         splits[C.PSEUDO] = {"rows": kept, "files": files}
-        new_manifest = {**manifest, "splits": dict(sorted(splits.items())), "pseudo_label": record}
+        schema = [c for c in manifest["schema"] if c["name"] != C.TARGET]
+        if pc.soft:
+            schema.append({"name": C.TARGET, "type": "float32", "splits": [C.PSEUDO]})
+        new_manifest = {**manifest, "splits": dict(sorted(splits.items())), "schema": schema,
+                        "pseudo_label": record}
         (stage / C.MANIFEST).write_text(json.dumps(new_manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("pseudo-labels: kept %d of %d %s rows (%d positive) at threshold %.2f; on val the rule keeps "
              "%.1f%% of rows at accuracy %.4f", kept, len(probs), pc.split, record["positive"], pc.threshold,

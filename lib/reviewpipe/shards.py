@@ -68,12 +68,17 @@ def crop(ids: np.ndarray, lengths: np.ndarray, maxlen: int, padding: str, trunca
 
 def read_row_group(path: str, row_group: int, maxlen: int, labelled: bool = True, crop_to: int = 0,
                    padding: str = "post", truncating: str = "pre") -> tuple[np.ndarray, np.ndarray]:
-    """(ids [n, maxlen or crop_to] int32, labels [n] float32) of one Parquet row group."""
+    """(ids [n, maxlen or crop_to] int32, labels [n] float32) of one Parquet row group.
+
+    The labels are the ``target`` column where the file has one (soft pseudo-labels: the
+    teacher's probability), else ``label``."""
     import pyarrow.parquet as pq
 
-    t = pq.ParquetFile(path).read_row_group(row_group, columns=[C.IDS, C.LABEL, C.LENGTH])
+    pf = pq.ParquetFile(path)
+    target = C.TARGET if C.TARGET in pf.schema_arrow.names else C.LABEL
+    t = pf.read_row_group(row_group, columns=[C.IDS, target, C.LENGTH])
     ids = t.column(C.IDS).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, maxlen)
-    labels = t.column(C.LABEL).fill_null(-1).to_numpy().astype(np.float32)
+    labels = t.column(target).fill_null(-1).to_numpy().astype(np.float32)
     if crop_to and crop_to < maxlen:
         ids = crop(ids, t.column(C.LENGTH).to_numpy(), crop_to, padding, truncating)
     if labelled:  # unlabelled rows (label null) cannot train a classifier

@@ -10,7 +10,7 @@ import pytest
 from conftest import IMDB_CSV, require
 from reviewpipe import constants as C
 from reviewpipe.encode import EncodeError, encode
-from reviewpipe.prepare import TOKENS_DIR, prepare
+from reviewpipe.prepare import TOKENS_DIR, prepare, sum_counts
 from reviewpipe.vocab import VocabError, build_vocab, load_vocab
 from test_vocab_encode_spark import conf_for, shards, write_reviews
 
@@ -115,8 +115,39 @@ def test_an_empty_partition_writes_no_stream(tmp_path, monkeypatch):
     batch = pa.record_batch({C.REVIEW_ID: ["a", "b"], C.SPLIT: ["train", "val"], C.ORDINAL: pa.array([0, 1], pa.int64()),
                              C.LABEL: pa.array([1, 0], pa.int8()), C.TEXT: ["good good film", "good"]})
     out = pa.Table.from_batches(list(tokenize_partition(iter([batch]), TokenizerSpec(), ["train"], str(tmp_path))))
-    counts = {r["token"]: (r["count"], r["doc_count"]) for r in out.to_pylist() if r["token"]}
-    assert counts == {"good": (2, 1), "film": (1, 1)}  # the val row is encoded, not counted
-    stream = f"{TOKENS_DIR}/part-00003-0.arrows"
-    assert [(r["file"], r["split"], r["rows"]) for r in out.to_pylist() if r["file"]] == [
-        (stream, "train", 1), (stream, "val", 1)]  # rows per split: the manifest's counts
+    stream, counts = f"{TOKENS_DIR}/part-00003-0.arrows", f"{TOKENS_DIR}/counts-00003-0.arrow"
+    assert out.to_pylist() == [{"file": stream, "split": "train", "rows": 1, "counts": counts},
+                               {"file": stream, "split": "val", "rows": 1, "counts": counts}]  # the manifest's counts
+    got = sum_counts(str(tmp_path), [counts]).sort_by("token").to_pylist()
+    assert got == [{"token": "film", "count": 1, "doc_count": 1, "first_key": 2},  # review 0, token 2
+                   {"token": "good", "count": 2, "doc_count": 1, "first_key": 0}]  # the val row is encoded, not counted
+    val_only = pa.record_batch({C.REVIEW_ID: ["c"], C.SPLIT: ["val"], C.ORDINAL: pa.array([2], pa.int64()),
+                                C.LABEL: pa.array([1], pa.int8()), C.TEXT: ["bad"]})
+    monkeypatch.setattr(Task, "partitionId", lambda self: 4)
+    out = list(tokenize_partition(iter([val_only]), TokenizerSpec(), ["train"], str(tmp_path)))
+    assert pa.Table.from_batches(out).to_pylist() == [
+        {"file": f"{TOKENS_DIR}/part-00004-0.arrows", "split": "val", "rows": 1, "counts": None}]
+    assert not (tmp_path / TOKENS_DIR / "counts-00004-0.arrow").exists()
+
+
+def test_sum_counts_adds_the_tasks_partials_a_few_files_at_a_time(tmp_path):
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from reviewpipe.vocab import _partial_arrow_schema
+
+    (tmp_path / TOKENS_DIR).mkdir()
+    partials = [[("a", 3, 2, 7), ("b", 1, 1, 9)], [("a", 1, 1, 4), ("c", 5, 1, 11)], [("b", 2, 2, 2)],
+                [("d", 1, 1, 20), ("a", 2, 1, 30)], [("c", 1, 1, 1)]]
+    names = []
+    for i, rows in enumerate(partials):
+        t = pa.Table.from_pylist([dict(zip(("token", "count", "doc_count", "first_key"), r)) for r in rows],
+                                 schema=_partial_arrow_schema())
+        names.append(f"{TOKENS_DIR}/counts-{i:05d}-0.arrow")
+        with ipc.new_file(str(tmp_path / names[-1]), t.schema) as w:
+            w.write_table(t)
+    expected = [("a", 6, 4, 4), ("b", 3, 3, 2), ("c", 6, 2, 1), ("d", 1, 1, 20)]
+    for every in (1, 2, 16):  # the running total and the pending files add up the same way
+        got = sum_counts(str(tmp_path), names, merge_every=every).sort_by("token").to_pylist()
+        assert [tuple(r.values()) for r in got] == expected
+    assert sum_counts(str(tmp_path), []).num_rows == 0

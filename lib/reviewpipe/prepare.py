@@ -7,10 +7,12 @@ pass 1
     Each input partition is tokenized one Arrow batch at a time, as it is read (no shuffle,
     no sort).  The batch's tokens are dictionary-encoded; the codes and the
     batch's small dictionary go to an Arrow IPC stream in the staging folder, and the
-    vocabulary splits' tokens are counted from the codes (map-side combined per task).
+    vocabulary splits' tokens are counted from the codes, combined per task into one Arrow
+    file of partial counts next to the streams.  The job returns only a few rows per task.
 driver
-    The partial counts are summed in Spark, ranked, cut and fingerprinted by the very
-    functions ``build_vocab`` uses; the vocabulary artifact is published.
+    The partial count files are summed (Arrow hash aggregation, a few files at a time), then
+    ranked, cut and fingerprinted by the very functions ``build_vocab`` uses; the vocabulary
+    artifact is published.
 pass 2
     Each stream is read back; every batch's dictionary is looked up in the vocabulary once
     (one lookup per distinct word of the batch, not per token), its codes are mapped with
@@ -40,16 +42,19 @@ log = logging.getLogger(__name__)
 
 TOKENS_DIR = "_tokens"  # pass-1 streams, inside the shards staging folder; removed before publishing
 CODES = "codes"
-PASS1_SCHEMA = "token string, count long, doc_count long, first_key long, file string, split string, rows long"
+PASS1_SCHEMA = "file string, split string, rows long, counts string"
+MERGE_EVERY = 16  # a task's partial tables summed at once
+DRIVER_MERGE_EVERY = 4  # count files the driver holds before adding them to its total
 
 
 # ---------------------------------------------------------------------------------------
 # pass 1 (executor side)
 
 def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Sequence[str], stage_uri: str,
-                       merge_every: int = 16) -> Iterator:
-    """mapInArrow body: write the partition's token codes to one IPC stream, and yield the
-    vocabulary splits' partial counts plus one (file, split, rows) row per split in the stream."""
+                       merge_every: int = MERGE_EVERY) -> Iterator:
+    """mapInArrow body: write the partition's token codes to one IPC stream and the vocabulary
+    splits' partial counts to one Arrow file; yield one (file, split, rows, counts) row per
+    split in the stream (``counts`` is null when the partition holds no vocabulary split)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.ipc as ipc
@@ -90,18 +95,38 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
             sink.close()
     if pending:
         merged = V._merge(([merged] if merged is not None else []) + pending)
-    schema = pa.schema([("token", pa.string()), ("count", pa.int64()), ("doc_count", pa.int64()),
-                        ("first_key", pa.int64()), ("file", pa.string()), ("split", pa.string()),
-                        ("rows", pa.int64())])
+    counts = None
     if merged is not None and len(merged):
-        n = len(merged)
+        # A file the driver sums, not rows for the JVM: taking ~1 M partial-count rows into
+        # Spark and aggregating them there cost ~6 s of the 300k benchmark.
+        counts = f"{TOKENS_DIR}/counts-{ctx.partitionId():05d}-{ctx.attemptNumber()}.arrow"
         table = merged.cast(V._partial_arrow_schema())
-        for field in list(schema)[4:]:
-            table = table.append_column(field, pa.nulls(n, field.type))
-        yield from table.cast(schema).to_batches(max_chunksize=65536)
+        with fs.open_output_stream(f"{base}/{counts}") as out, ipc.new_file(out, table.schema) as w:
+            w.write_table(table)
     if writer is not None:
-        yield pa.RecordBatch.from_pylist([{"file": name, "split": k, "rows": v} for k, v in sorted(rows.items())],
-                                         schema=schema)
+        schema = pa.schema([("file", pa.string()), ("split", pa.string()), ("rows", pa.int64()),
+                            ("counts", pa.string())])
+        yield pa.RecordBatch.from_pylist([{"file": name, "split": k, "rows": v, "counts": counts}
+                                          for k, v in sorted(rows.items())], schema=schema)
+
+
+def sum_counts(stage_uri: str, names: Sequence[str], merge_every: int = DRIVER_MERGE_EVERY):
+    """Sum the tasks' partial count files (token, count, doc_count, first_key) into one table,
+    ``merge_every`` files at a time: the driver holds the running total (one row per distinct
+    word, as the ranking needs anyway) and a few partials, never all of them."""
+    import pyarrow.ipc as ipc
+
+    fs, base = E._filesystem(stage_uri)
+    total, pending = None, []
+    for name in names:
+        with fs.open_input_file(f"{base}/{name}") as f:
+            pending.append(ipc.open_file(f).read_all())
+        if len(pending) >= merge_every:
+            total, pending = V._merge(([total] if total is not None else []) + pending), []
+    if pending or total is None:
+        total = V._merge(([total] if total is not None else []) + pending) if pending else \
+            V._partial_arrow_schema().empty_table()
+    return total
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,8 +205,6 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
             vocab_splits: Sequence[str] | None = None, splits: Sequence[str] | None = None) -> dict:
     """Build the vocabulary over ``vocab_splits`` and encode ``splits`` (default: all) from
     one tokenization.  Publishes the vocabulary, then the shards; returns both summaries."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
     started = time.time()
@@ -208,18 +231,13 @@ def prepare(spark, reviews_dir: str, vocab_out: str, shards_out: str, conf: Pipe
         # No sort and no shuffle: the JVM's reading pipelines with the Python tokenizer (a sort
         # would hold each whole partition back first), and counting does not need row order.
         pass1 = reviews.mapInArrow(lambda it: tokenize_partition(it, spec, vocab_splits, stage_uri), PASS1_SCHEMA)
-        # One job: the partial counts are summed per token and the stream rows per (file,
-        # split) by the same aggregation (a stream row has no token, a count row no file).
-        # Several input splits per core, so that the last wave of tasks is short (without a
-        # shuffle, the scan's splits are pass 1's tasks).
+        # One job with no shuffle, returning a few rows per task.  Several input splits per
+        # core, so that the last wave of tasks is short (the scan's splits are pass 1's tasks).
         with _sql_conf(spark, "spark.sql.files.minPartitionNum", 4 * spark.sparkContext.defaultParallelism):
-            summed = (pass1.groupBy("token", "file", "split")
-                      .agg(F.sum("count").alias("count"), F.sum("doc_count").alias("doc_count"),
-                           F.min("first_key").alias("first_key"), F.sum("rows").alias("rows"))).toArrow()
-        phase("pass1_tokenize_count")
-        is_stream = pc.is_valid(summed["file"]).to_numpy(zero_copy_only=False)
-        read = summed.filter(pa.array(is_stream)).select(["file", "split", "rows"]).to_pylist()
-        totals = summed.filter(pa.array(~is_stream)).select(["token", "count", "doc_count", "first_key"])
+            read = pass1.toArrow().to_pylist()
+        phase("pass1_tokenize")
+        totals = sum_counts(stage_uri, sorted({r["counts"] for r in read if r["counts"]}))
+        phase("sum_counts")
         # Rows per split as pass 1 read them: the counts in the manifest, and nothing is lost
         # between here and the shards (the encode pass must write as many).
         counts: dict[str, int] = {}

@@ -123,10 +123,9 @@ def sum_counts(stage_uri: str, names: Sequence[str], merge_every: int = DRIVER_M
             pending.append(ipc.open_file(f).read_all())
         if len(pending) >= merge_every:
             total, pending = V._merge(([total] if total is not None else []) + pending), []
-    if pending or total is None:
-        total = V._merge(([total] if total is not None else []) + pending) if pending else \
-            V._partial_arrow_schema().empty_table()
-    return total
+    if pending:
+        total = V._merge(([total] if total is not None else []) + pending)
+    return total if total is not None else V._partial_arrow_schema().empty_table()
 
 
 # ---------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
     fs.create_dir(f"{base}/{TOKENS_DIR}", recursive=True)
     name = f"{TOKENS_DIR}/part-{ctx.partitionId():05d}-{ctx.attemptNumber()}.arrows"
     value_set = pa.array(list(vocab_splits), pa.string())
-    pending, merged, sink, writer = [], None, None, None
+    summed, sink, writer = V.PartialSum(merge_every), None, None
     rows: dict[str, int] = {}
     try:
         for batch in batches:
@@ -84,17 +84,14 @@ def tokenize_partition(batches: Iterator, spec: TokenizerSpec, vocab_splits: Seq
             counted = pc.is_in(batch.column(C.SPLIT), value_set=value_set).to_numpy(zero_copy_only=False)
             if len(enc) and counted.any():
                 ordinals = batch.column(C.ORDINAL).to_numpy(zero_copy_only=False)
-                pending.append(V.partial_counts(enc.dictionary, enc.indices.to_numpy(), offsets.to_numpy(),
-                                                ordinals, None if counted.all() else counted))
-            if len(pending) >= merge_every:
-                merged, pending = V._merge(([merged] if merged is not None else []) + pending), []
+                summed.add(V.partial_counts(enc.dictionary, enc.indices.to_numpy(), offsets.to_numpy(),
+                                            ordinals, None if counted.all() else counted))
     finally:
         if writer is not None:
             writer.close()
         if sink is not None:
             sink.close()
-    if pending:
-        merged = V._merge(([merged] if merged is not None else []) + pending)
+    merged = summed.result()
     counts = None
     if merged is not None and len(merged):
         # A file the driver sums, not rows for the JVM: taking ~1 M partial-count rows into
@@ -117,14 +114,11 @@ def sum_counts(stage_uri: str, names: Sequence[str], merge_every: int = DRIVER_M
     import pyarrow.ipc as ipc
 
     fs, base = E._filesystem(stage_uri)
-    total, pending = None, []
+    summed = V.PartialSum(merge_every)
     for name in names:
         with fs.open_input_file(f"{base}/{name}") as f:
-            pending.append(ipc.open_file(f).read_all())
-        if len(pending) >= merge_every:
-            total, pending = V._merge(([total] if total is not None else []) + pending), []
-    if pending:
-        total = V._merge(([total] if total is not None else []) + pending)
+            summed.add(ipc.open_file(f).read_all())
+    total = summed.result()
     return total if total is not None else V._partial_arrow_schema().empty_table()
 
 

@@ -147,18 +147,38 @@ def _merge(tables):
                      "first_key": g["first_key_min"]})
 
 
+class PartialSum:
+    """A running sum of partial-count tables (token, count, doc_count, first_key): tables are
+    added ``merge_every`` at a time, so it holds the total and at most that many others."""
+
+    def __init__(self, merge_every: int = 16):
+        self.merge_every, self.total, self.pending = merge_every, None, []
+
+    def add(self, table) -> None:
+        self.pending.append(table)
+        if len(self.pending) >= self.merge_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.total = _merge(([self.total] if self.total is not None else []) + self.pending)
+            self.pending = []
+
+    def result(self):
+        """The summed table, or None when nothing was added."""
+        self._flush()
+        return self.total
+
+
 def count_partition(batches: Iterator, spec: TokenizerSpec, merge_every: int = 16) -> Iterator:
     """mapInArrow body: map-side combine of a whole partition into one partial table."""
-    pending, merged = [], None
+    summed = PartialSum(merge_every)
     for batch in batches:
         t = count_batch(batch.column(C.TEXT), batch.column(C.ORDINAL).to_numpy(zero_copy_only=False), spec)
         if t is not None:
-            pending.append(t)
-        if len(pending) >= merge_every:
-            merged = _merge(([merged] if merged is not None else []) + pending)
-            pending = []
-    if pending or merged is not None:
-        merged = _merge(([merged] if merged is not None else []) + pending)
+            summed.add(t)
+    merged = summed.result()
+    if merged is not None:
         yield from merged.cast(_partial_arrow_schema()).to_batches(max_chunksize=65536)
 
 

@@ -22,6 +22,7 @@ SCORES_OUT   ?= $(WORK)/scores
 W2V_OUT      ?= $(WORK)/word2vec
 LM_OUT       ?= $(WORK)/lm
 PSEUDO_OUT   ?= $(WORK)/shards_pseudo
+NGRAM_OUT    ?= $(WORK)/ngram
 RUN_DATE     ?= $(shell date -u +%F)
 INCOMING     ?= $(DATA_DIR)/incoming
 CLUSTER_DIR  ?= .cluster
@@ -42,7 +43,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -95,6 +96,9 @@ pretrain: $(STAMP) $(ZIP) ## Spark Word2Vec over word2vec.splits -> $(W2V_OUT); 
 
 pretrain-lm: $(STAMP) ## language model over lm.splits of $(SHARDS_OUT) -> $(LM_OUT); then SET="model.encoder_init=lm:$(LM_OUT)"
 	$(PY) jobs/pretrain_lm.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(LM_OUT) $(JOBARGS)
+
+train-ngram: $(STAMP) ## n-gram teacher (NB-weighted logistic regression) on $(INGEST_OUT)/reviews -> $(NGRAM_OUT); add it to MODEL for pseudo-label
+	$(PY) jobs/train_ngram.py --reviews $(INGEST_OUT)/reviews --output $(NGRAM_OUT) $(JOBARGS)
 
 pseudo-label: $(STAMP) ## label unsup rows of $(SHARDS_OUT) with MODEL (default: newest run; several: their mean) -> $(PSEUDO_OUT) with split pseudo
 	$(PY) jobs/pseudo_label.py $(foreach r,$(LATEST_RUN),--run '$(r)') --shards $(SHARDS_OUT) --output $(PSEUDO_OUT) $(JOBARGS)

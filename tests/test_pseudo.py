@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,7 +69,9 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     assert np.array_equal(np.array(got[C.IDS]), ids[sure]) and got[C.LENGTH] == np.array(rows[C.LENGTH])[sure].tolist()
     assert record["rows_in"] == N_TRAIN and record["rows_kept"] == int(sure.sum()) == manifest["splits"][C.PSEUDO]["rows"]
     assert record["positive"] == int((p[sure] >= 0.5).sum())
-    assert record["teachers"] == [{"run": str(run_dir.resolve()), "val_accuracy": teacher["val_accuracy"]}]
+    assert record["teachers"] == [{"run": str(run_dir.resolve()), "kind": "keras",
+                                   "val_accuracy": teacher["val_accuracy"]}]
+    assert record["ngram_share"] is None
     val = record["val_report"]
     assert val["rows"] == 400 and val["accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-4)
     assert 0 < val["kept_fraction"] <= 1 and val["kept_accuracy"] >= val["accuracy"]
@@ -87,6 +90,41 @@ def test_pseudo_labels_become_a_split_a_student_trains_on(run, data, tmp_path):
     got2 = _read(tmp_path / "ens", json.loads((tmp_path / "ens" / C.MANIFEST).read_text()), C.PSEUDO)
     assert got2[C.LABEL] == [int(x >= 0.5) for x in p2[sure2]] and both["rows_kept"] == int(sure2.sum())
     assert [t["run"] for t in both["teachers"]] == [str(run_dir.resolve()), str((tmp_path / "runs" / "s").resolve())]
+
+    # an n-gram teacher joins: its probabilities, looked up by review id, weigh pseudo.ngram_share
+    from reviewpipe.ngram import NgramError, train_teacher
+
+    val_rows = _read(src, source, C.VAL)
+    all_ids = rows[C.REVIEW_ID] + val_rows[C.REVIEW_ID]
+    q = np.random.default_rng(7).uniform(0, 1, len(all_ids)).astype(np.float32)
+    ng = tmp_path / "ngram"
+    ng.mkdir()
+    pq.write_table(pa.table({C.REVIEW_ID: all_ids[::-1], C.PROBABILITY: q[::-1]}), ng / C.NGRAM_PREDICTIONS)
+    (ng / C.NGRAM_META).write_text(json.dumps({"status": "complete", "kind": "ngram", "reviews": "r",
+                                               "ngram": {"splits": ["unsup"]}, "metrics": {"val_accuracy": 0.5}}))
+    p_val = keras.models.load_model(run_dir / C.RUN_MODEL).predict(
+        crop(np.array(val_rows[C.IDS], np.int32), np.array(val_rows[C.LENGTH]), 120, "post", "pre"), verbose=0).ravel()
+    y_val = np.array(val_rows[C.LABEL])
+    for share in (0.5, 1.0):
+        mixed = pseudo_label([str(run_dir), str(ng)], str(src), str(tmp_path / "mix"),
+                             small_conf(data["conf"], "pseudo.split=train", "pseudo.threshold=0.8",
+                                        "pseudo.balance=false", f"pseudo.ngram_share={share}"))
+        pm = ((1 - share) * p.astype(np.float64) + share * q[:N_TRAIN].astype(np.float64)).astype(np.float32)
+        sure_m = (pm >= 0.8) | (pm <= 0.2)
+        got_m = _read(tmp_path / "mix", json.loads((tmp_path / "mix" / C.MANIFEST).read_text()), C.PSEUDO)
+        assert got_m[C.REVIEW_ID] == [r for r, s in zip(rows[C.REVIEW_ID], sure_m) if s]
+        assert got_m[C.LABEL] == [int(x >= 0.5) for x in pm[sure_m]]
+        pv = (1 - share) * p_val.astype(np.float64) + share * q[N_TRAIN:].astype(np.float64)
+        assert mixed["val_report"]["accuracy"] == round(float(((pv >= 0.5) == (y_val == 1)).mean()), 5)
+        assert mixed["ngram_share"] == share
+        assert [(t["kind"], t["val_accuracy"]) for t in mixed["teachers"]] == [("keras", teacher["val_accuracy"]),
+                                                                                ("ngram", 0.5)]
+    alone = pseudo_label(str(ng), str(src), str(tmp_path / "mix"), conf)  # share 1.0 above gave the same rows
+    assert alone["rows_kept"] == mixed["rows_kept"] and alone["ngram_share"] is None
+    # a real n-gram teacher predicts only the reviews it was not fitted on (here: val)
+    train_teacher(str(root / "reviews"), str(tmp_path / "ngram_real"), small_conf(data["conf"], "ngram.hash_bits=16"))
+    with pytest.raises(NgramError, match=r"has no prediction for 128 of 128 rows \(first: 'csv/"):
+        pseudo_label([str(run_dir), str(tmp_path / "ngram_real")], str(src), str(tmp_path / "mix2"), conf)
 
     # soft labels: every row at threshold 0.5, with the teacher's probability as the target
     soft_conf = small_conf(data["conf"], "pseudo.split=train", "pseudo.threshold=0.5", "pseudo.balance=false",

@@ -164,7 +164,20 @@ class PseudoConf:
     balance: bool = _opt(True, doc="keep as many positive as negative rows (the most confident ones)")
     soft: bool = _opt(False, doc="also write the teacher's probability (column target); the student trains "
                                  "on it instead of the 0/1 label (distillation)")
+    ngram_share: float = _opt(0.5, min=0.0, max=1.0,
+                              doc="weight of the n-gram teachers' mean when Keras runs and n-gram teachers "
+                                  "label together; the Keras runs' mean gets the rest")
     batch_size: int = _opt(512, min=1, doc="rows per model call")
+
+
+@dataclass(frozen=True)
+class NgramConf:
+    splits: list = _opt([C.TRAIN], doc="labelled reviews it fits on; never val or test (those it predicts)")
+    ngram_max: int = _opt(3, min=1, max=6, doc="word 1..ngram_max-grams")
+    hash_bits: int = _opt(24, min=10, max=28, doc="2 ** hash_bits feature buckets")
+    alpha: float = _opt(1.0, min=1e-6, doc="naive-Bayes smoothing of the log-count ratios")
+    c: float = _opt(1.0, min=1e-6, doc="inverse L2 strength of the logistic regression")
+    max_iter: int = _opt(1000, min=1)
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ class PipelineConf:
     word2vec: Word2VecConf = field(default_factory=Word2VecConf)
     lm: LmConf = field(default_factory=LmConf)
     pseudo: PseudoConf = field(default_factory=PseudoConf)
+    ngram: NgramConf = field(default_factory=NgramConf)
     spark: SparkConf = field(default_factory=SparkConf)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -296,7 +310,7 @@ def _validate(conf: PipelineConf) -> None:
     init = conf.model.encoder_init
     if init != "random" and not (init.startswith("lm:") and len(init) > len("lm:")):
         raise ConfigError(f"model.encoder_init: expected random or lm:<folder>, got {init!r}")
-    for section in ("word2vec", "lm"):
+    for section in ("word2vec", "lm", "ngram"):
         splits = getattr(conf, section).splits
         bad = [s for s in splits if s not in C.VOCAB_SPLITS]
         if bad or not splits:

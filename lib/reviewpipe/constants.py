@@ -90,6 +90,11 @@ RUN_META = "run.json"
 RUN_CHECKPOINTS = "checkpoints"
 PAD_LABEL = "[PAD]"  # metadata.tsv label of row 0
 
+# --- n-gram teacher folder (make train-ngram; reviewpipe.ngram) -------------------------------
+NGRAM_META = "ngram.json"
+NGRAM_WEIGHTS = "ngram.npz"
+NGRAM_PREDICTIONS = "predictions.parquet"
+
 # --- scores (DESIGN: scores) ------------------------------------------------------------------
 PROBABILITY = "probability"
 PREDICTED_LABEL = "predicted_label"

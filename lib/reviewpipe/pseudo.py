@@ -9,7 +9,11 @@ rows are the ``pseudo.split`` (unsup) rows whose teacher probability is >= ``pse
 manifest's ``pseudo_label`` record names the teacher(s) and the rule, and reports how the same
 rule does on val (the teacher's accuracy, the share of rows the rule keeps and their accuracy):
 a report, never an input to the choice of rows.  Several runs on the same vocabulary make one
-teacher, the mean of their probabilities (an ensemble, usually more accurate than any member).  Train the student with ``train.splits = ["train", "pseudo"]``.
+teacher, the mean of their probabilities (an ensemble, usually more accurate than any member).
+An n-gram teacher folder (``make train-ngram``, :mod:`reviewpipe.ngram`) can join them: its
+probabilities are looked up by review id, and the n-gram teachers' mean weighs
+``pseudo.ngram_share`` against the Keras runs' mean.  Train the student with
+``train.splits = ["train", "pseudo"]``.
 
 With ``pseudo.soft`` the pseudo rows also carry ``target`` (float32), the teacher's
 probability, and the trainer fits that instead of the 0/1 ``label`` (knowledge distillation:
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from reviewpipe import constants as C
-from reviewpipe import shards, storage
+from reviewpipe import ngram, shards, storage
 from reviewpipe.cli import JobError
 from reviewpipe.config import EncodeConf, PipelineConf
 
@@ -67,7 +71,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _teacher(run: Path, manifest: dict, src_dir: Path) -> tuple[dict, Path]:
-    """A finished run that reads these shards as it was trained; refuses anything else."""
+    """A finished run that reads these shards as it was trained, or an n-gram teacher folder;
+    refuses anything else."""
+    if ngram.is_teacher(run):
+        return ngram.read_meta(run), run
     meta_path = run / C.RUN_META
     if not meta_path.is_file():
         raise PseudoLabelError(f"--run {run}: no {C.RUN_META}; give a finished run folder")
@@ -112,23 +119,35 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
             raise PseudoLabelError(f"--output {out} exists and is not a pseudo-labelled shards folder; "
                                    f"refusing to replace it")
     src_len = int(manifest["maxlen"])
-    models = [(keras.models.load_model(run / C.RUN_MODEL, compile=False), meta) for meta, run in teachers]
+    models = [(keras.models.load_model(run / C.RUN_MODEL, compile=False), meta)
+              for meta, run in teachers if meta.get("kind") != "ngram"]
+    lookups = [ngram.PredictionLookup(run) for meta, run in teachers if meta.get("kind") == "ngram"]
 
     def row_groups(split):
         files = shards.split_files(src_dir, manifest, split)
         return [(f, g) for f, n in zip(files, shards.row_groups(files)) for g in range(n)]
 
     def predict(path, group, labelled):
-        """Mean probability of the teachers, each reading the rows cropped to its own maxlen."""
-        total, labels = None, None
-        for model, meta in models:
-            ids, labels = shards.read_row_group(path, group, src_len, labelled, int(meta["maxlen"]),
-                                                meta["padding"], meta["truncating"])
-            p = [np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]), np.float64).ravel()
-                 for i in range(0, len(ids), pc.batch_size)]
-            p = np.concatenate(p) if p else np.zeros(0)
-            total = p if total is None else total + p
-        return (total / len(models)).astype(np.float32), labels
+        """The teacher's probability: the mean of the Keras runs (each reading the rows cropped
+        to its own maxlen) and of the n-gram teachers, mixed by ``pseudo.ngram_share``."""
+        t = pq.ParquetFile(path).read_row_group(group, columns=[C.REVIEW_ID, C.LABEL])
+        labels = t.column(C.LABEL).fill_null(-1).to_numpy().astype(np.float32)
+        rows = labels >= 0 if labelled else np.ones(len(labels), bool)  # as read_row_group keeps them
+        means = []
+        if models:
+            total = np.zeros(int(rows.sum()))
+            for model, meta in models:
+                ids, _ = shards.read_row_group(path, group, src_len, labelled, int(meta["maxlen"]),
+                                               meta["padding"], meta["truncating"])
+                for i in range(0, len(ids), pc.batch_size):
+                    total[i:i + pc.batch_size] += np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]),
+                                                             np.float64).ravel()
+            means.append(total / len(models))
+        if lookups:
+            review_ids = t.column(C.REVIEW_ID).to_numpy(zero_copy_only=False)[rows]
+            means.append(sum(lookup(review_ids) for lookup in lookups) / len(lookups))
+        p = means[0] if len(means) == 1 else (1.0 - pc.ngram_share) * means[0] + pc.ngram_share * means[1]
+        return p.astype(np.float32), labels[rows]
 
     groups = row_groups(pc.split)
     probs = np.concatenate([predict(f, g, False)[0] for f, g in groups])
@@ -161,8 +180,11 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
         kept = int(keep.sum())
         if sum(f["rows"] for f in files) != kept:
             raise PseudoLabelError(f"wrote {sum(f['rows'] for f in files)} pseudo rows, chose {kept}")
-        record = {"teachers": [{"run": str(run.resolve()), "val_accuracy": _metric(run, "val_accuracy")}
-                               for _, run in teachers],
+        record = {"teachers": [{"run": str(run.resolve()), "kind": meta.get("kind", "keras"),
+                                "val_accuracy": (meta["metrics"].get("val_accuracy") if meta.get("kind") == "ngram"
+                                                 else _metric(run, "val_accuracy"))}
+                               for meta, run in teachers],
+                  "ngram_share": pc.ngram_share if models and lookups else None,
                   "source": str(src_dir.resolve()), "split": pc.split, "threshold": pc.threshold,
                   "balance": pc.balance, "soft": pc.soft, "rows_in": int(len(probs)), "rows_kept": kept,
                   "positive": int(labels[keep].sum()), "negative": int(kept - labels[keep].sum()),

@@ -1,0 +1,136 @@
+"""The n-gram teacher: NB ratios, the folded weights, the teacher folder and its lookups."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import sparse
+
+from reviewpipe import constants as C
+from reviewpipe.config import ConfigError, load_conf
+from reviewpipe.tokenizer import TokenizerSpec
+
+POS = ["a great film, truly great", "wonderful acting and a great story", "i loved it, not bad at all",
+       "superb, moving and wonderful", "great fun, loved every minute"]
+NEG = ["an awful film, truly awful", "boring acting and a dull story", "i hated it, not good at all",
+       "terrible, slow and boring", "awful mess, hated every minute"]
+
+
+def _conf(*extra):
+    return load_conf(None, ["ngram.hash_bits=12", "ngram.ngram_max=2", *extra])
+
+
+def test_nb_ratio_is_the_smoothed_log_count_ratio():
+    from reviewpipe.ngram import nb_ratio
+
+    x = sparse.csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]], np.float32))
+    r = nb_ratio(x, np.array([1, 0, 1]), alpha=1.0)
+    # positive rows 0, 2: 1 + [1, 1, 2] = [2, 2, 3] (sum 7); negative row 1: 1 + [1, 1, 0] = [2, 2, 1] (sum 5)
+    np.testing.assert_allclose(r, np.log([2 / 7, 2 / 7, 3 / 7]) - np.log([2 / 5, 2 / 5, 1 / 5]), rtol=1e-6)
+    assert r.dtype == np.float32
+
+
+def test_vectorizer_uses_the_pipeline_tokenizer_and_hashes_binary_ngrams():
+    from reviewpipe.ngram import vectorizer
+
+    v = vectorizer(TokenizerSpec(), 2, 12)
+    x = v.transform(["Great<br />GREAT film", "great film"])
+    assert x.shape == (2, 4096)
+    # "great great film": great, film, "great great", "great film" -> 4 buckets, each 1 (binary)
+    assert x[0].nnz == 4 and set(x[0].data.tolist()) == {1.0}
+    assert x[1].nnz == 3  # great, film, "great film": all in row 0 too
+    assert set(x[1].indices) < set(x[0].indices)
+
+
+def test_fit_folds_the_ratio_into_one_weight_vector_exactly():
+    from sklearn.linear_model import LogisticRegression
+
+    from reviewpipe.ngram import fit, nb_ratio, vectorizer
+
+    texts, y = POS + NEG, np.array([1] * 5 + [0] * 5)
+    conf = _conf("ngram.c=3.0")
+    m = fit(texts, y, TokenizerSpec(), conf)
+    assert m.weights.shape == (4096,) and m.weights.dtype == np.float32 and m.ngram_max == 2
+    x = vectorizer(TokenizerSpec(), 2, 12).transform(texts)
+    r = nb_ratio(x, y, 1.0)
+    ref = LogisticRegression(C=3.0, solver="liblinear", dual=True, max_iter=1000).fit(x @ sparse.diags(r), y)
+    new = ["a great story", "a boring story", "not good", "truly wonderful"]
+    xn = vectorizer(TokenizerSpec(), 2, 12).transform(new)
+    np.testing.assert_allclose(m.predict(new), ref.predict_proba(xn @ sparse.diags(r))[:, 1], atol=1e-5)  # float32 weights
+    assert (m.predict(new) >= 0.5).tolist() == [True, False, False, True]
+    seen = np.asarray(x.sum(axis=0)).ravel() > 0
+    assert not m.weights[~seen].any() and m.weights[seen].any()  # a bucket no training review has weighs 0
+
+
+def test_fit_refuses_one_label():
+    from reviewpipe.ngram import NgramError, fit
+
+    with pytest.raises(NgramError, match=r"needs both labels among its training rows, got \[1\]"):
+        fit(POS, np.ones(5), TokenizerSpec(), _conf())
+
+
+def test_ngram_splits_never_name_held_out_reviews():
+    with pytest.raises(ConfigError, match=r"ngram.splits: \['train', 'val'\] must name one or more of train, unsup"):
+        load_conf(None, ["ngram.splits=train,val"])
+    with pytest.raises(ConfigError, match="pseudo.ngram_share: 1.5 is above the maximum 1.0"):
+        load_conf(None, ["pseudo.ngram_share=1.5"])
+
+
+def _reviews(root):
+    """A reviews table as ingest writes it: hive-partitioned by split, one unlabelled train row."""
+    rows = {C.TRAIN: [(f"t{i}", 1, t) for i, t in enumerate(POS)] + [(f"t{i + 5}", 0, t) for i, t in enumerate(NEG)]
+            + [("t-unlabelled", None, "great and awful")],
+            C.VAL: [("v0", 1, "great acting, loved it"), ("v1", 0, "awful acting, hated it"),
+                    ("v2", 0, "wonderful? no, boring")],
+            C.UNSUP: [("u0", None, "a truly great film"), ("u1", None, "truly awful and boring")]}
+    for split, rs in rows.items():
+        (root / f"{C.SPLIT}={split}").mkdir(parents=True)
+        pq.write_table(pa.table({C.REVIEW_ID: [r[0] for r in rs], C.LABEL: pa.array([r[1] for r in rs], pa.int8()),
+                                 C.TEXT: [r[2] for r in rs]}), root / f"{C.SPLIT}={split}" / "part-0.parquet")
+    return rows
+
+
+def test_teacher_folder_predicts_every_review_outside_its_splits(tmp_path):
+    from reviewpipe.ngram import NgramError, NgramModel, PredictionLookup, train_teacher
+
+    rows = _reviews(tmp_path / "reviews")
+    meta = train_teacher(str(tmp_path / "reviews"), str(tmp_path / "teacher"), _conf())
+    assert meta["status"] == "complete" and meta["rows"] == {C.TRAIN: 11, C.UNSUP: 2, C.VAL: 3}
+    assert meta["metrics"]["fit_rows"] == 10 and meta["metrics"]["unlabelled_fit_rows_skipped"] == 1
+    assert json.loads((tmp_path / "teacher" / C.NGRAM_META).read_text()) == meta
+
+    preds = pq.read_table(tmp_path / "teacher" / C.NGRAM_PREDICTIONS).to_pydict()
+    assert sorted(zip(preds[C.REVIEW_ID], preds[C.SPLIT])) == [("u0", C.UNSUP), ("u1", C.UNSUP), ("v0", C.VAL),
+                                                               ("v1", C.VAL), ("v2", C.VAL)]
+    model = NgramModel.load(tmp_path / "teacher")  # the saved weights give the saved predictions
+    texts = {r[0]: r[2] for rs in rows.values() for r in rs}
+    np.testing.assert_allclose(preds[C.PROBABILITY], model.predict([texts[i] for i in preds[C.REVIEW_ID]]), atol=1e-6)
+    p = dict(zip(preds[C.REVIEW_ID], preds[C.PROBABILITY]))
+    assert p["u0"] > 0.5 > p["u1"] and p["v0"] > 0.5 > p["v1"]
+    right = (p["v0"] >= 0.5) + (p["v1"] < 0.5) + (p["v2"] < 0.5)
+    assert meta["metrics"]["val_rows"] == 3 and meta["metrics"]["val_accuracy"] == round(right / 3, 5)
+
+    lookup = PredictionLookup(tmp_path / "teacher")
+    np.testing.assert_allclose(lookup(["v2", "u0", "v2"]), [p["v2"], p["u0"], p["v2"]], rtol=1e-7)
+    with pytest.raises(NgramError, match=r"has no prediction for 2 of 3 rows \(first: 't0'\); it predicts the "
+                                         r"reviews outside \['train'\]"):
+        lookup(["t0", "u1", "zz"])
+
+    again = train_teacher(str(tmp_path / "reviews"), str(tmp_path / "teacher"), _conf())  # re-runnable
+    assert again["metrics"]["val_accuracy"] == meta["metrics"]["val_accuracy"]
+
+
+def test_teacher_refuses_missing_or_unlabelled_input(tmp_path):
+    from reviewpipe.ngram import NgramError, read_meta, train_teacher
+
+    with pytest.raises(NgramError, match="--reviews .*nowhere: no such folder"):
+        train_teacher(str(tmp_path / "nowhere"), str(tmp_path / "t"), _conf())
+    _reviews(tmp_path / "reviews")
+    with pytest.raises(NgramError, match=r"has no labelled rows in ngram.splits \['unsup'\]"):
+        train_teacher(str(tmp_path / "reviews"), str(tmp_path / "t"), _conf("ngram.splits=unsup"))
+    with pytest.raises(NgramError, match="no ngram.json; give a folder written by make train-ngram"):
+        read_meta(tmp_path)

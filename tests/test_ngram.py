@@ -134,3 +134,23 @@ def test_teacher_refuses_missing_or_unlabelled_input(tmp_path):
         train_teacher(str(tmp_path / "reviews"), str(tmp_path / "t"), _conf("ngram.splits=unsup"))
     with pytest.raises(NgramError, match="no ngram.json; give a folder written by make train-ngram"):
         read_meta(tmp_path)
+
+
+def test_train_ngram_job_prints_its_summary_and_exits_2_on_bad_input(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).resolve().parents[1] / "jobs" / "train_ngram.py"
+    _reviews(tmp_path / "reviews")
+    args = [sys.executable, str(job), "--reviews", str(tmp_path / "reviews"), "--output", str(tmp_path / "t"),
+            "--set", "ngram.hash_bits=12"]
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == {C.TRAIN: 11, C.UNSUP: 2, C.VAL: 3} and summary["fit_rows"] == 10
+    assert summary["val_rows"] == 3 and (tmp_path / "t" / C.NGRAM_PREDICTIONS).is_file()
+    bad = subprocess.run(args[:3] + [str(tmp_path / "missing")] + args[4:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("missing: no such folder (the ingest job's reviews/ output)")
+    bad = subprocess.run(args[:-1] + ["ngram.splits=val"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error: ngram.splits: ['val'] must name one or more of train, unsup" in bad.stderr

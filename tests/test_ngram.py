@@ -94,9 +94,11 @@ def _reviews(root):
     return rows
 
 
-def test_teacher_folder_predicts_every_review_outside_its_splits(tmp_path):
+def test_teacher_folder_predicts_every_review_outside_its_splits(tmp_path, monkeypatch):
+    from reviewpipe import ngram
     from reviewpipe.ngram import NgramError, NgramModel, PredictionLookup, train_teacher
 
+    monkeypatch.setattr(ngram, "PREDICT_ROWS", 2)  # 5 reviews to predict: 3 chunks
     rows = _reviews(tmp_path / "reviews")
     meta = train_teacher(str(tmp_path / "reviews"), str(tmp_path / "teacher"), _conf())
     assert meta["status"] == "complete" and meta["rows"] == {C.TRAIN: 11, C.UNSUP: 2, C.VAL: 3}

@@ -40,6 +40,8 @@ from reviewpipe.tokenizer import TokenizerSpec, tokenize
 
 log = logging.getLogger(__name__)
 
+PREDICT_ROWS = 8192  # reviews per feature matrix when predicting: memory stays flat as the corpus grows
+
 
 class NgramError(JobError):
     """The n-gram teacher cannot be trained or read; the message says why."""
@@ -156,7 +158,9 @@ def train_teacher(reviews: str, out_dir: str, conf: PipelineConf) -> dict:
     fit_s = time.perf_counter() - t0
     rest = table.filter(pc.invert(in_fit))
     t0 = time.perf_counter()
-    probs = model.predict(rest.column(C.TEXT).to_pylist()) if rest.num_rows else np.zeros(0)
+    text = rest.column(C.TEXT)
+    probs = np.concatenate([np.zeros(0)] + [model.predict(text.slice(i, PREDICT_ROWS).to_pylist())
+                                            for i in range(0, rest.num_rows, PREDICT_ROWS)])
     predict_s = time.perf_counter() - t0
     preds = pa.table({C.REVIEW_ID: rest.column(C.REVIEW_ID), C.SPLIT: rest.column(C.SPLIT),
                       C.PROBABILITY: pa.array(probs.astype(np.float32), pa.float32())})

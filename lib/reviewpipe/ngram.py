@@ -97,12 +97,12 @@ def nb_ratio(x, y: np.ndarray, alpha: float) -> np.ndarray:
     return (np.log(pos / pos.sum()) - np.log(neg / neg.sum())).astype(np.float32)
 
 
-def fit(texts, labels: np.ndarray, spec: TokenizerSpec, pc: PipelineConf) -> NgramModel:
+def fit(texts, labels: np.ndarray, spec: TokenizerSpec, conf: PipelineConf) -> NgramModel:
     """Fit NB-weighted logistic regression on ``texts`` with 0/1 ``labels``."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
-    nc = pc.ngram
+    nc = conf.ngram
     y = np.asarray(labels).astype(np.int64)
     if set(np.unique(y)) != {0, 1}:
         raise NgramError(f"the n-gram teacher needs both labels among its training rows, got {sorted(set(y.tolist()))}")
@@ -204,25 +204,21 @@ class PredictionLookup:
     """A teacher folder's probabilities, looked up by review id (see ``make pseudo-label``)."""
 
     def __init__(self, folder: str | Path):
+        import pandas as pd
         import pyarrow.parquet as pq
 
         self.folder = Path(folder)
         self.meta = read_meta(folder)
         t = pq.read_table(self.folder / C.NGRAM_PREDICTIONS, columns=[C.REVIEW_ID, C.PROBABILITY])
-        ids = t.column(C.REVIEW_ID).to_numpy(zero_copy_only=False).astype(object)
-        self._order = np.argsort(ids, kind="stable")
-        self._ids = ids[self._order]
-        self._probs = t.column(C.PROBABILITY).to_numpy()[self._order].astype(np.float64)
+        self._index = pd.Index(t.column(C.REVIEW_ID).to_pylist())
+        self._probs = t.column(C.PROBABILITY).to_numpy().astype(np.float64)
 
     def __call__(self, review_ids) -> np.ndarray:
-        ids = np.asarray(review_ids, dtype=object)
-        pos = np.searchsorted(self._ids, ids)
-        pos_c = np.minimum(pos, max(len(self._ids) - 1, 0))
-        found = (pos < len(self._ids)) & (self._ids[pos_c] == ids) if len(self._ids) else np.zeros(len(ids), bool)
-        if not found.all():
-            missing = ids[~found]
-            raise NgramError(f"n-gram teacher {self.folder} has no prediction for {len(missing)} of {len(ids)} "
+        pos = self._index.get_indexer(review_ids)
+        if (pos < 0).any():
+            missing = np.asarray(review_ids, dtype=object)[pos < 0]
+            raise NgramError(f"n-gram teacher {self.folder} has no prediction for {len(missing)} of {len(pos)} "
                              f"rows (first: {missing[0]!r}); it predicts the reviews outside "
                              f"{self.meta['ngram']['splits']} of {self.meta['reviews']}, so train it on the same "
                              f"ingest as these shards")
-        return self._probs[pos_c]
+        return self._probs[pos]

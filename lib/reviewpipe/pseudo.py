@@ -130,7 +130,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
     def predict(path, group, labelled):
         """The teacher's probability: the mean of the Keras runs (each reading the rows cropped
         to its own maxlen) and of the n-gram teachers, mixed by ``pseudo.ngram_share``."""
-        t = pq.ParquetFile(path).read_row_group(group, columns=[C.REVIEW_ID, C.LABEL])
+        t = pq.ParquetFile(path).read_row_group(group, columns=[C.LABEL] + ([C.REVIEW_ID] if lookups else []))
         labels = t.column(C.LABEL).fill_null(-1).to_numpy().astype(np.float32)
         rows = labels >= 0 if labelled else np.ones(len(labels), bool)  # as read_row_group keeps them
         means = []

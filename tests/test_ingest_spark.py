@@ -115,6 +115,9 @@ def test_csv_val_split_matches_python_twin(spark, conf, tmp_path):
     expected_val = {f"r/{i}" for i in range(200) if is_val(f"r/{i}", 0.3)}
     assert {k for k, v in reviews.items() if v["split"] == "val"} == expected_val
     assert summary["written_by_split"] == {"train": 200 - len(expected_val), "val": len(expected_val)}
+    assert summary["val_split"] == {"rule": "review_id", "fraction": 0.3, "rows_by_title": 0, "rows_by_review_id": 200,
+                                    "train_titles": 0, "val_titles": 0, "titles_on_both_sides": 0}
+    assert {v["title"] for v in reviews.values()} == {None}
 
 
 def test_jsonl_and_parquet_inputs(spark, conf, tmp_path):
@@ -163,3 +166,52 @@ def test_header_only_and_empty_inputs(spark, conf, tmp_path):
     path.write_bytes(b"review,sentiment\r\n")
     summary = ingest(spark, str(path), str(tmp_path / "out"), small_conf(conf))
     assert (summary["rows_read"], summary["rows_written"], summary["rows_quarantined"]) == (0, 0, 0)
+
+
+def _titled_aclimdb(root):
+    """7 labelled reviews of two movies (two without a known title) and one unsup review."""
+    url = "http://www.imdb.com/title/{}/usercomments\n"
+    for stem in ("0_9", "1_8", "2_7"):
+        write(root / f"train/pos/{stem}.txt", f"positive review {stem}".encode())
+    for stem in ("0_1", "1_2", "2_3", "3_4"):
+        write(root / f"train/neg/{stem}.txt", f"negative review {stem}".encode())
+    write(root / "train/unsup/0_0.txt", b"unlabelled")
+    write(root / "train/urls_pos.txt", "".join(url.format(t) for t in ("tt0000001", "tt0000002", "tt0000001")).encode())
+    # line 2 has no title and line 3 is missing: both reviews fall back to their review id
+    write(root / "train/urls_neg.txt", (url.format("tt0000002") + url.format("tt0000001")
+                                        + "http://www.imdb.com/\n").encode())
+    write(root / "train/urls_unsup.txt", url.format("tt0000005").encode())
+
+
+def test_aclimdb_val_split_groups_by_title(spark, conf, tmp_path):
+    root = tmp_path / "aclImdb"
+    _titled_aclimdb(root)
+    out = tmp_path / "out"
+    summary = ingest(spark, str(root), str(out), small_conf(conf, "ingest.val_fraction=0.5"))
+    reviews, _, _ = read(spark, out)
+    assert {k: v["title"] for k, v in reviews.items()} == {
+        "train/pos/0_9": "tt0000001", "train/pos/1_8": "tt0000002", "train/pos/2_7": "tt0000001",
+        "train/neg/0_1": "tt0000002", "train/neg/1_2": "tt0000001", "train/neg/2_3": None, "train/neg/3_4": None,
+        "train/unsup/0_0": "tt0000005"}
+    # tt0000001 hashes to train and tt0000002 to val at 0.5; the untitled two go by review id
+    assert {k: v["split"] for k, v in reviews.items()} == {
+        "train/pos/0_9": "train", "train/pos/2_7": "train", "train/neg/1_2": "train", "train/neg/2_3": "train",
+        "train/pos/1_8": "val", "train/neg/0_1": "val", "train/neg/3_4": "val", "train/unsup/0_0": "unsup"}
+    assert all((v["split"] == "val") == is_val(k, 0.5, v["title"]) for k, v in reviews.items() if v["split"] != "unsup")
+    assert summary["val_split"] == {"rule": "title+review_id", "fraction": 0.5, "rows_by_title": 5,
+                                    "rows_by_review_id": 2, "train_titles": 1, "val_titles": 1,
+                                    "titles_on_both_sides": 0}
+
+
+def test_val_group_review_id_keeps_the_old_split(spark, conf, tmp_path):
+    root = tmp_path / "aclImdb"
+    _titled_aclimdb(root)
+    out = tmp_path / "out"
+    summary = ingest(spark, str(root), str(out), small_conf(conf, "ingest.val_fraction=0.5", "ingest.val_group=review_id"))
+    reviews, _, _ = read(spark, out)
+    assert sorted(k for k, v in reviews.items() if v["split"] == "val") == [
+        "train/neg/0_1", "train/neg/1_2", "train/neg/3_4", "train/pos/0_9", "train/pos/2_7"]
+    assert reviews["train/pos/1_8"]["title"] == "tt0000002"  # titles are still recorded
+    assert summary["val_split"] == {"rule": "review_id", "fraction": 0.5, "rows_by_title": 0,
+                                    "rows_by_review_id": 7, "train_titles": 1, "val_titles": 2,
+                                    "titles_on_both_sides": 1}

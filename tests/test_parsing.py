@@ -5,7 +5,7 @@ import gzip
 import pytest
 
 from reviewpipe import constants as C
-from reviewpipe.parsing import (AclImdbFile, SchemaError, order_aclimdb, parse_aclimdb_path, parse_csv,
+from reviewpipe.parsing import (AclImdbFile, SchemaError, order_aclimdb, parse_aclimdb_path, parse_aclimdb_urls, parse_csv,
                                 parse_jsonl)
 
 
@@ -134,3 +134,13 @@ def test_csv_old_mac_line_endings_and_nul_bytes():
     recs = csv_records(b'review,sentiment\rold mac,positive\r"nul\x00byte",negative\r')
     assert [(r.raw, r.label_raw, r.locator) for r in recs] == [
         (b"old mac", "positive", "line 2"), (b"nul\x00byte", "negative", "line 3")]
+
+
+def test_aclimdb_urls_give_titles_by_line():
+    content = (b"http://www.imdb.com/title/tt0453418/usercomments\n"
+               b"http://www.imdb.com/title/tt0064354/usercomments\r\n"
+               b"\n"
+               b"http://www.imdb.com/\n"
+               b"http://www.imdb.com/title/tt0453418/usercomments")
+    assert parse_aclimdb_urls(content) == ["tt0453418", "tt0064354", None, None, "tt0453418"]
+    assert parse_aclimdb_urls(b"") == []

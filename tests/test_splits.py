@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from reviewpipe.splits import id_hash, is_val, val_threshold
+from reviewpipe.splits import id_hash, is_val, rule, split_key, val_threshold
 
 
 def test_hash_is_sha256_prefix():
@@ -25,3 +25,17 @@ def test_fraction_bounds_and_stability():
     n = sum(is_val(r, 0.2) for r in ids)
     assert n == 2003
     assert n == sum(is_val(r, 0.2) for r in ids)  # deterministic
+
+
+def test_title_is_the_key_where_known():
+    assert split_key("train/pos/0_9", "tt0453418") == "tt0453418"
+    assert split_key("train/pos/0_9", None) == split_key("train/pos/0_9", "") == "train/pos/0_9"
+    # every review of one movie lands on the same side, whatever its id
+    sides = {is_val(f"train/pos/{i}_9", 0.2, "tt0000002") for i in range(50)}
+    assert sides == {is_val("anything", 0.2, "tt0000002")}
+    assert is_val("train/pos/0_9", 0.5, "tt0000002") is True and is_val("train/pos/0_9", 0.5) is True
+    assert is_val("train/pos/1_8", 0.5, "tt0000002") is True and is_val("train/pos/1_8", 0.5) is False
+
+
+def test_rule_names():
+    assert (rule(5, 0), rule(0, 5), rule(5, 2), rule(0, 0)) == ("title", "review_id", "title+review_id", "review_id")

@@ -44,6 +44,8 @@ class DataConf:
 @dataclass(frozen=True)
 class IngestConf:
     val_fraction: float = _opt(0.2, min=0.0, max=0.9)
+    val_group: str = _opt("title", choices=("title", "review_id"),
+                          doc="title: all of a movie's reviews on one side (review_id where no title is known)")
     max_text_bytes: int = _opt(1_048_576, min=1)
     excerpt_bytes: int = _opt(240, min=16, max=65536)
     default_split: str = _opt(C.TRAIN, choices=(C.TRAIN, C.TEST, C.UNSUP, C.SCORE))

@@ -7,10 +7,11 @@ REVIEW_ID = "review_id"
 SPLIT = "split"
 LABEL = "label"
 RATING = "rating"
+TITLE = "title"  # IMDB title id (tt0453418) from aclImdb's urls_*.txt; null when unknown
 TEXT = "text"
 SOURCE = "source"
 ORDINAL = "ordinal"
-REVIEW_COLUMNS = (REVIEW_ID, SPLIT, LABEL, RATING, TEXT, SOURCE, ORDINAL)
+REVIEW_COLUMNS = (REVIEW_ID, SPLIT, LABEL, RATING, TITLE, TEXT, SOURCE, ORDINAL)
 
 # --- quarantine table ----------------------------------------------------------------------
 REASON = "reason"

@@ -18,7 +18,7 @@ from typing import Iterator
 from reviewpipe import constants as C
 from reviewpipe import parsing, storage
 from reviewpipe.config import PipelineConf
-from reviewpipe.splits import val_column
+from reviewpipe import splits
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 
 # Columns every reader produces before validation.
-REVIEWS_SCHEMA = ("review_id string, label tinyint, rating tinyint, text string, source string, "
-                  "ordinal long, split string")
+REVIEWS_SCHEMA = ("review_id string, label tinyint, rating tinyint, title string, text string, "
+                  "source string, ordinal long, split string")
 QUARANTINE_SCHEMA = ("source string, review_id string, split string, ordinal long, reason string, "
                      "detail string, excerpt string, raw_bytes long")
 RAW_SCHEMA = (
     "file_rank long, row long, source string, review_id string, split string, "
-    "label_raw string, label tinyint, rating tinyint, labelled boolean, raw binary, "
+    "label_raw string, label tinyint, rating tinyint, title string, labelled boolean, raw binary, "
     "reason string, detail string"
 )
 
@@ -143,14 +143,15 @@ def read_aclimdb(spark, path: str, conf: PipelineConf) -> RawInput:
         "split": [f.split for f in ordered],
         "label": pd.array([f.label for f in ordered], dtype="Int8"),
         "rating": pd.array([f.rating for f in ordered], dtype="Int8"),
+        "title": _aclimdb_titles(spark, ordered, local is not None),
         "reason": [f.reason for f in ordered],
         "detail": [f.detail for f in ordered],
     })
     meta_df = spark.createDataFrame(
         meta, "file_rank long, path string, source string, review_id string, split string, label tinyint, "
-              "rating tinyint, reason string, detail string")
+              "rating tinyint, title string, reason string, detail string")
     common = ["file_rank", F.lit(0).cast("long").alias("row"), "source", "review_id", "split",
-              F.lit(None).cast("string").alias("label_raw"), "label", "rating",
+              F.lit(None).cast("string").alias("label_raw"), "label", "rating", "title",
               F.col("label").isNotNull().alias("labelled"), "raw", "reason", "detail"]
     if local is not None:
         # createDataFrame slices the listing into defaultParallelism partitions already.
@@ -164,6 +165,40 @@ def read_aclimdb(spark, path: str, conf: PipelineConf) -> RawInput:
                            F.col("content").alias("raw"))
               .join(F.broadcast(meta_df), "path").select(*common))
     return RawInput(df, "aclimdb", len(ordered))
+
+
+def _aclimdb_titles(spark, files: list, local: bool) -> list[str | None]:
+    """The IMDB title of each review: line ``file_id`` of ``<split>/urls_<class>.txt``.
+
+    A review whose urls file is missing, too short, or has no title on its line gets None
+    (the val split then falls back to its review id for it).
+    """
+    by_file: dict[str, list[str | None]] = {}
+    out: list[str | None] = []
+    for f in files:
+        class_dir = f.path.rsplit("/", 2)[0]
+        urls = f"{class_dir}/urls_{f.cls}.txt"
+        if urls not in by_file:
+            by_file[urls] = _read_titles(spark, urls, local)
+        titles = by_file[urls]
+        out.append(titles[f.file_id] if f.file_id is not None and f.file_id < len(titles) else None)
+    found = sum(t is not None for t in out)
+    log.info("titles for %d of %d reviews from %d urls files", found, len(out),
+             sum(bool(v) for v in by_file.values()))
+    return out
+
+
+def _read_titles(spark, uri: str, local: bool) -> list[str | None]:
+    if local:
+        p = Path(uri)
+        return parsing.parse_aclimdb_urls(p.read_bytes()) if p.is_file() else []
+    from pyspark.errors import AnalysisException
+
+    try:
+        rows = spark.read.format("binaryFile").load(uri).select("content").collect()
+    except AnalysisException:  # no such file
+        return []
+    return parsing.parse_aclimdb_urls(rows[0][0]) if rows else []
 
 
 def _read_local_files(batches: Iterator) -> Iterator:
@@ -220,7 +255,7 @@ def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: 
                     for n, v in (("file_rank", rank[uri]), ("row", rec.row),
                                  ("source", f"{fname}:{rec.locator}"), ("review_id", rec.review_id),
                                  ("split", split), ("label_raw", rec.label_raw), ("label", None),
-                                 ("rating", None), ("labelled", labelled), ("raw", rec.raw),
+                                 ("rating", None), ("title", None), ("labelled", labelled), ("raw", rec.raw),
                                  ("reason", rec.reason), ("detail", rec.detail)):
                         cols[n].append(v)
                     if len(cols["row"]) >= 4096:
@@ -300,7 +335,7 @@ def read_parquet(spark, path: str, conf: PipelineConf) -> RawInput:
                    F.concat("file_name", F.lit(":row "), F.col("row").cast("string")).alias("source"),
                    "review_id", F.lit(ing.default_split).alias("split"), "label_raw",
                    F.lit(None).cast("tinyint").alias("label"), F.lit(None).cast("tinyint").alias("rating"),
-                   F.lit(bool(ing.label_column)).alias("labelled"), "raw", "reason", "detail"))
+                   F.lit(None).cast("string").alias("title"), F.lit(bool(ing.label_column)).alias("labelled"), "raw", "reason", "detail"))
     return RawInput(out, "parquet", len(listed))
 
 
@@ -395,11 +430,38 @@ def mark_duplicates(df):
             .drop("_first", "_first_source"))
 
 
-def carve_val(df, fraction: float):
+def carve_val(df, fraction: float, group: str = "title"):
+    """Move train records whose group key hashes below ``fraction`` to val.
+
+    ``group="title"``: the key is the title where known, else the review id;
+    ``group="review_id"``: always the review id (the split before titles were read).
+    """
     from pyspark.sql import functions as F
 
-    to_val = (F.col(C.SPLIT) == C.TRAIN) & val_column(F.col(C.REVIEW_ID), fraction)
+    title = F.col(C.TITLE) if group == "title" else F.lit(None).cast("string")
+    key = splits.key_column(F.col(C.REVIEW_ID), title)
+    to_val = (F.col(C.SPLIT) == C.TRAIN) & splits.val_column(key, fraction)
     return df.withColumn(C.SPLIT, F.when(to_val, F.lit(C.VAL)).otherwise(F.col(C.SPLIT)))
+
+
+def val_split_summary(records, fraction: float, group: str = "title") -> dict:
+    """How val was carved: the rule, rows by key kind, and titles per side (never on both)."""
+    from pyspark.sql import functions as F
+
+    carved = records.filter(F.col("reason").isNull() & F.col(C.SPLIT).isin(C.TRAIN, C.VAL))
+    titled = F.nullif(F.col(C.TITLE), F.lit("")).isNotNull()
+    row = carved.agg(
+        F.count(F.when(titled, 1)).alias("by_title"), F.count(F.when(~titled, 1)).alias("by_review_id"),
+        F.count_distinct(F.when(titled & (F.col(C.SPLIT) == C.TRAIN), F.col(C.TITLE))).alias("train_titles"),
+        F.count_distinct(F.when(titled & (F.col(C.SPLIT) == C.VAL), F.col(C.TITLE))).alias("val_titles"),
+        F.count_distinct(F.when(titled, F.col(C.TITLE))).alias("titles"),
+    ).first()
+    by_title = row["by_title"] if group == "title" else 0
+    by_id = row["by_title"] + row["by_review_id"] - by_title
+    return {"rule": splits.rule(by_title, by_id), "fraction": fraction,
+            "rows_by_title": by_title, "rows_by_review_id": by_id,
+            "train_titles": row["train_titles"], "val_titles": row["val_titles"],
+            "titles_on_both_sides": row["train_titles"] + row["val_titles"] - row["titles"]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -430,7 +492,8 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
         log.info("read and checked %d records from %d %s files in %.1fs", rows_read, raw_input.files,
                  raw_input.fmt, time.time() - started)
         records = with_ordinal(spark, classified, raw_input.fmt == "aclimdb")
-        records = carve_val(mark_duplicates(records), ing.val_fraction)
+        records = carve_val(mark_duplicates(records), ing.val_fraction, ing.val_group)
+        val_split = val_split_summary(records, ing.val_fraction, ing.val_group)
         stats = (records.groupBy(C.SPLIT, "reason")
                  .agg(F.count(F.lit(1)).alias("n"), F.sum(F.octet_length("raw")).alias("bytes"))
                  .collect())
@@ -440,7 +503,8 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
         with storage.staged_output(spark, output_dir) as stage:
             reviews = (records.filter(F.col("reason").isNull())
                        .select(C.REVIEW_ID, C.SPLIT, F.col(C.LABEL).cast("tinyint"),
-                               F.col(C.RATING).cast("tinyint"), F.col("raw").cast("string").alias(C.TEXT),
+                               F.col(C.RATING).cast("tinyint"), C.TITLE,
+                               F.col("raw").cast("string").alias(C.TEXT),
                                C.SOURCE, F.col(C.ORDINAL).cast("long")))
             # 8 MiB row groups: downstream jobs split files by row group, so one file per
             # split must still feed every core (a 128 MiB default makes one task per file).
@@ -458,7 +522,7 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
             summary = _reconcile(spark, stage, rows_read, stats)
             summary.update({
                 "input": str(input_path), "format": raw_input.fmt, "input_files": raw_input.files,
-                "output": str(output_dir), "val_fraction": ing.val_fraction,
+                "output": str(output_dir), "val_fraction": ing.val_fraction, "val_split": val_split,
                 "max_text_bytes": ing.max_text_bytes, "seconds": round(time.time() - started, 2),
             })
             summary["reviews_per_second"] = round(rows_read / max(summary["seconds"], 1e-9), 1)

@@ -124,6 +124,24 @@ def order_aclimdb(files: Iterable[AclImdbFile]) -> list[AclImdbFile]:
     return sorted(files, key=AclImdbFile.sort_key)
 
 
+_IMDB_TITLE = re.compile(rb"/title/(tt\d+)")
+
+
+def parse_aclimdb_urls(content: bytes) -> list[str | None]:
+    """Titles from an aclImdb ``urls_<class>.txt``: line *i* is the IMDB URL of review id *i*.
+
+    Returns the title id (``tt0453418``) for each line, ``None`` where a line holds none.
+
+    >>> parse_aclimdb_urls(b"http://www.imdb.com/title/tt0453418/usercomments\\nnone\\n")
+    ['tt0453418', None]
+    """
+    out: list[str | None] = []
+    for line in content.splitlines():
+        m = _IMDB_TITLE.search(line)
+        out.append(m.group(1).decode("ascii") if m else None)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # CSV (RFC 4180)
 class _LineTap:

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from reviewpipe import constants as C
+
+if TYPE_CHECKING:
+    from reviewpipe.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
 
 
 class UnknownWord(KeyError):
@@ -153,3 +159,58 @@ def intrinsic(emb: Embeddings, pairs: dict) -> dict:
     return {"gap": round(float(np.mean(rel) - np.mean(unrel)), 4), "related": round(float(np.mean(rel)), 4),
             "unrelated": round(float(np.mean(unrel)), 4), "pairs_used": len(rel) + len(unrel),
             "pairs_skipped": rel_skip + unrel_skip, "version": pairs.get("version")}
+
+
+# ---------------------------------------------------------------------------------------
+# what a run or make pretrain writes
+
+def export_projector(weights: np.ndarray, vocab: "Vocabulary", out_dir: Path) -> None:
+    """vectors.tsv (row i = the vector of id i) and metadata.tsv (one label per row, no header)."""
+    labels = [C.PAD_LABEL] * weights.shape[0]
+    spec = vocab.tokenizer
+    if spec.oov_token and weights.shape[0] > C.OOV_INDEX:
+        labels[C.OOV_INDEX] = spec.oov_token
+    first = spec.first_word_index
+    for i, tok in enumerate(vocab.tokens[: max(0, weights.shape[0] - first)]):
+        labels[first + i] = tok.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    np.savetxt(out_dir / C.RUN_VECTORS, weights.astype(np.float32), delimiter="\t", fmt="%.6g")
+    (out_dir / C.RUN_METADATA).write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+
+def intrinsic_report(pairs_path: str, vocab: "Vocabulary", trained: np.ndarray, pretrained: np.ndarray | None,
+                     seed: int, pretrained_name: str = "word2vec") -> dict:
+    """Related-minus-unrelated mean cosine for random-init, pretrained (Word2Vec or the language
+    model's, if used) and trained embeddings."""
+    if not Path(pairs_path).is_file():
+        log.warning("train.word_pairs %s not found; skipping the intrinsic check", pairs_path)
+        return {"skipped": f"{pairs_path} not found"}
+    pairs = load_pairs(pairs_path)
+    labels = [C.PAD_LABEL] * vocab.tokenizer.first_word_index + list(vocab.tokens)
+    reserved = vocab.tokenizer.first_word_index
+    rng = np.random.default_rng(seed)  # Keras's default Embedding init: uniform(-0.05, 0.05)
+    report = {"pairs": pairs_path, "version": pairs.get("version"),
+              "random_init": intrinsic(Embeddings(labels, rng.uniform(-0.05, 0.05, trained.shape), reserved), pairs),
+              "trained": intrinsic(Embeddings(labels, trained, reserved), pairs)}
+    if pretrained is not None:
+        report[pretrained_name] = intrinsic(Embeddings(labels, pretrained, reserved), pairs)
+    return report
+
+
+def write_projector_config(run_dir: Path, events_dir: Path) -> Path:
+    """TensorBoard's projector config for a run's ``vectors.tsv``/``metadata.tsv``.
+
+    The projector plugin looks for ``projector_config.pbtxt`` in each folder of event files and
+    reads paths relative to it; the config goes into every such folder under ``events_dir``
+    (Keras writes ``train/`` and ``validation/``), so the run's embedding shows in either.
+    """
+    folders = sorted({p.parent for p in Path(events_dir).rglob("events.out.tfevents.*")}) or [Path(events_dir)]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        rel = Path("../" * len(folder.relative_to(run_dir).parts))
+        (folder / C.PROJECTOR_CONFIG).write_text(
+            "embeddings {\n"
+            '  tensor_name: "embedding"\n'
+            f'  tensor_path: "{(rel / C.RUN_VECTORS).as_posix()}"\n'
+            f'  metadata_path: "{(rel / C.RUN_METADATA).as_posix()}"\n'
+            "}\n", encoding="utf-8")
+    return folders[0] / C.PROJECTOR_CONFIG

@@ -8,9 +8,10 @@ verifying them; measured here, session start-up fell from 8.5 s to 5.5 s and the
 query from 3.7 s to 1.8 s.
 
 ``make setup`` builds the archive once, inside the virtual environment (it belongs to that
-environment's Spark jars and to this JDK), by running :func:`workload` under spark-submit:
+environment's Spark jars and to this JDK), by running ``cds_workload.py`` under spark-submit:
 an ingest and a ``prepare`` on a few generated rows in a temporary folder, which load the
-classes real jobs load.  Nothing it writes is kept but the archive.
+classes real jobs load.  Nothing it writes is kept but the archive.  This module imports
+nothing of the package, so ``session`` can import it.
 
 The archive is only an accelerator.  Without it (or if the JDK rejects it, for example after
 a Java upgrade) every job runs the same, only slower to start; ``java_options`` silences the
@@ -45,28 +46,8 @@ def java_options(path: Path | None = None) -> list[str]:
     return [f"-XX:SharedArchiveFile={path}", *_QUIET] if path.is_file() else []
 
 
-def workload(tmp: str) -> None:
-    """Run an ingest and a prepare on generated rows (class loading only; output discarded)."""
-    from reviewpipe.config import load_conf
-    from reviewpipe.ingest import ingest
-    from reviewpipe.prepare import prepare
-    from reviewpipe.session import spark_session
-
-    root = Path(tmp)
-    words = "great awful plot acting film movie boring superb".split()
-    lines = ["review,sentiment"]
-    for i in range(400):
-        text = " ".join(words[(i + j) % len(words)] for j in range(5 + i % 7))
-        lines.append(f"\"{text}, <br /> number {i}\",{'positive' if i % 2 else 'negative'}")
-    (root / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    conf = load_conf(None, [])
-    with spark_session(conf) as spark:
-        ingest(spark, str(root / "reviews.csv"), str(root / "ingest"), conf)
-        prepare(spark, str(root / "ingest" / "reviews"), str(root / "vocab"), str(root / "shards"), conf)
-
-
 def build(archive: Path | None = None) -> Path:
-    """Run :func:`workload` under spark-submit with ``-XX:ArchiveClassesAtExit``; the archive
+    """Run ``cds_workload.py`` under spark-submit with ``-XX:ArchiveClassesAtExit``; the archive
     is written by the JVM as it exits, then moved into place."""
     archive = archive or archive_path()
     submit = Path(sys.executable).with_name("spark-submit")
@@ -75,7 +56,7 @@ def build(archive: Path | None = None) -> Path:
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         cmd = [str(submit), "--master", "local[2]",
                "--driver-java-options", f"-XX:ArchiveClassesAtExit={partial} {' '.join(_QUIET[1:])}",
-               __file__, "workload", tmp]
+               str(Path(__file__).with_name("cds_workload.py")), tmp]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not partial.is_file():
             raise RuntimeError(f"the class-loading run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -86,9 +67,6 @@ def build(archive: Path | None = None) -> Path:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["options"]:
         print(" ".join(java_options()))
-        return 0
-    if argv[:1] == ["workload"] and len(argv) == 2:
-        workload(argv[1])
         return 0
     if argv[:1] == ["build"]:
         try:
@@ -103,5 +81,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file by spark-submit
     sys.exit(main(sys.argv[1:]))

@@ -97,7 +97,7 @@ def pretrain(spark, reviews_dir: str, vocab_dir: str, out_dir: str, conf: Pipeli
     words = [r["word"] for r in rows]
     vectors = np.array([r["vector"].toArray() for r in rows], np.float32).reshape(len(rows), wc.dim)
     matrix, cover = align(vocab, words, vectors, wc.seed)
-    from reviewpipe.train import export_projector
+    from reviewpipe.embeddings import export_projector
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     out = Path(storage.local_path(out_dir) or out_dir)

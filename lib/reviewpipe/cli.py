@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
+from reviewpipe import native_logs
 from reviewpipe.config import ConfigError, PipelineConf, load_conf
 
 log = logging.getLogger("reviewpipe")
@@ -30,6 +32,8 @@ def job_parser(prog: str, description: str, submit_example: str, spark: bool = T
     if spark:
         parser.add_argument("--master", default=None,
                             help="Spark master (default: spark-submit's, else local[*])")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"keep TensorFlow's C++ start-up lines (also {native_logs.VERBOSE_ENV}=1)")
     return parser
 
 
@@ -45,10 +49,18 @@ def setup_logging() -> None:
 
 
 def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Run a job's ``_main`` and map failures to a non-zero exit code with one line on stderr."""
+    """Run a job's ``_main`` and map failures to a non-zero exit code with one line on stderr.
+
+    TensorFlow's C++ start-up noise is filtered from stderr unless ``--verbose`` is given
+    (reviewpipe.native_logs); the flag is read here, before any job imports TensorFlow.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:
+        os.environ[native_logs.VERBOSE_ENV] = "1"
+    native_logs.install()
     setup_logging()
     try:
-        return main(sys.argv[1:] if argv is None else argv)
+        return main(argv)
     except (ConfigError, JobError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -108,6 +108,9 @@ class KerasPredictor:
     """Texts -> probabilities with the run's model and vocabulary (loaded once per process)."""
 
     def __init__(self, run: ModelRun, tf_threads: int):
+        from reviewpipe import native_logs
+
+        native_logs.install()  # this Python worker's TensorFlow start-up lines
         import tensorflow as tf
 
         if tf_threads:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from reviewpipe import native_logs
 from reviewpipe.config import PipelineConf
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def build_session(conf: PipelineConf, master: str | None = None,
     if "spark.driver.extraJavaOptions" not in settings:
         settings["spark.driver.extraJavaOptions"] = " ".join(driver_java_options(conf))
     settings["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(conf.spark.arrow_batch_rows)
+    if native_logs.verbose():  # the Python workers (the scoring UDF's TensorFlow) keep theirs too
+        settings[f"spark.executorEnv.{native_logs.VERBOSE_ENV}"] = "1"
     settings.update(extra or {})
     for key, value in settings.items():
         if key not in launched:

@@ -43,7 +43,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean tensorboard
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -156,6 +156,10 @@ pipeline: ## ingest -> prepare (vocab + encode) -> score (val) through spark-sub
 	$(MAKE) --no-print-directory ingest prepare
 	@test -n "$(LATEST_RUN)" || $(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory evaluate
+
+TB_PORT ?= 6006
+tensorboard: $(STAMP) ## serve TensorBoard over $(RUNS_DIR): per-epoch curves, learning rate, embedding projector (TB_PORT=6006)
+	$(VENV)/bin/tensorboard --logdir $(RUNS_DIR) --host 127.0.0.1 --port $(TB_PORT)
 
 EMBARGS = $(if $(RUN),--run $(RUN),$(if $(VECTORS),--vectors $(VECTORS),--runs $(RUNS_DIR)))
 K ?= 10

@@ -24,7 +24,7 @@ def test_training_beats_chance_and_writes_every_artifact(run, data):
     run_dir, metrics = run
     names = {p.name for p in run_dir.iterdir()}
     assert names == {C.RUN_MODEL, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES,
-                     C.RUN_VECTORS, C.RUN_METADATA, C.RUN_CONF, C.RUN_META}
+                     C.RUN_VECTORS, C.RUN_METADATA, C.RUN_CONF, C.RUN_META, C.RUN_TENSORBOARD}
     assert metrics["val_accuracy"] > 0.6 and metrics["val_auc"] > 0.65  # chance is 0.5 on 400 reviews
     assert metrics["train_rows"] == N_TRAIN and metrics["val_rows"] == N_VAL and metrics["epochs"] == 3
     on_disk = json.loads((run_dir / C.RUN_METRICS).read_text())
@@ -148,3 +148,26 @@ def test_sigterm_is_a_flag_acted_on_between_batches():
     with pytest.raises(T.Interrupted):
         T._raise_if_terminated()
     T._TERMINATED["flag"] = False
+
+
+def test_tensorboard_events_and_projector_config(run):
+    """Per-epoch scalars for train and val, the learning rate, and a projector config that
+    resolves to the run's vectors.tsv/metadata.tsv."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = run
+    tb = run_dir / C.RUN_TENSORBOARD
+    assert sorted(p.name for p in tb.iterdir()) == ["train", "validation"]
+    steps = {}
+    for side in ("train", "validation"):
+        acc = EventAccumulator(str(tb / side), size_guidance={"tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["tensors"]:
+            steps[f"{side}/{tag}"] = [e.step for e in acc.Tensors(tag)]
+        config = (tb / side / C.PROJECTOR_CONFIG).read_text()
+        assert 'tensor_path: "../../vectors.tsv"' in config and 'metadata_path: "../../metadata.tsv"' in config
+        assert (tb / side / "../../vectors.tsv").resolve() == (run_dir / C.RUN_VECTORS).resolve()
+    for tag in ("train/epoch_loss", "train/epoch_accuracy", "train/epoch_learning_rate", "validation/epoch_loss",
+                "validation/epoch_accuracy", "validation/epoch_auc"):
+        assert steps[tag] == [0, 1, 2], tag
+

@@ -89,6 +89,8 @@ RUN_METADATA = "metadata.tsv"
 RUN_CONF = "conf.json"
 RUN_META = "run.json"
 RUN_CHECKPOINTS = "checkpoints"
+RUN_TENSORBOARD = "tensorboard"
+PROJECTOR_CONFIG = "projector_config.pbtxt"  # TensorBoard's projector plugin reads it beside the events
 PAD_LABEL = "[PAD]"  # metadata.tsv label of row 0
 
 # --- n-gram teacher folder (make train-ngram; reviewpipe.ngram) -------------------------------

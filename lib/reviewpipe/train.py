@@ -1,5 +1,8 @@
 """The trainer: encoded shards (streamed) -> a model run folder.
 
+:func:`train` reads top to bottom in phases: :func:`plan_run` (checks, no TensorFlow),
+:func:`start_hardware`, :func:`make_data`, :func:`make_model`, :func:`fit`, :func:`export_run`.
+
 Run folder ``RUNS_DIR/<run_id>/`` (DESIGN: model run)::
 
     model.keras          the best epoch's Keras model (restored by early stopping)
@@ -9,6 +12,8 @@ Run folder ``RUNS_DIR/<run_id>/`` (DESIGN: model run)::
     metrics.json         validation accuracy/AUC/loss, epochs, wall time, throughput, hardware
     curves.png           training vs validation accuracy and loss
     vectors.tsv, metadata.tsv   the embedding matrix in TensorBoard projector form (row i = id i)
+    tensorboard/         TensorBoard events (train/, validation/: per-epoch scalars, the learning
+                         rate) and projector_config.pbtxt pointing at vectors.tsv/metadata.tsv
     conf.json            the full resolved conf
     run.json             run id, status, vocabulary fingerprint, shards, sequence settings
     checkpoints/         while running: the last epoch (model + optimizer) and early-stopping state
@@ -130,40 +135,6 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def export_projector(weights: np.ndarray, vocab: Vocabulary, out_dir: Path) -> None:
-    """vectors.tsv (row i = the vector of id i) and metadata.tsv (one label per row, no header)."""
-    labels = [C.PAD_LABEL] * weights.shape[0]
-    spec = vocab.tokenizer
-    if spec.oov_token and weights.shape[0] > C.OOV_INDEX:
-        labels[C.OOV_INDEX] = spec.oov_token
-    first = spec.first_word_index
-    for i, tok in enumerate(vocab.tokens[: max(0, weights.shape[0] - first)]):
-        labels[first + i] = tok.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    np.savetxt(out_dir / C.RUN_VECTORS, weights.astype(np.float32), delimiter="\t", fmt="%.6g")
-    (out_dir / C.RUN_METADATA).write_text("\n".join(labels) + "\n", encoding="utf-8")
-
-
-def intrinsic_report(pairs_path: str, vocab: Vocabulary, trained: np.ndarray, pretrained: np.ndarray | None,
-                     seed: int, pretrained_name: str = "word2vec") -> dict:
-    """Related-minus-unrelated mean cosine for random-init, pretrained (Word2Vec or the language
-    model's, if used) and trained embeddings."""
-    from reviewpipe.embeddings import Embeddings, intrinsic, load_pairs
-
-    if not Path(pairs_path).is_file():
-        log.warning("train.word_pairs %s not found; skipping the intrinsic check", pairs_path)
-        return {"skipped": f"{pairs_path} not found"}
-    pairs = load_pairs(pairs_path)
-    labels = [C.PAD_LABEL] * vocab.tokenizer.first_word_index + list(vocab.tokens)
-    reserved = vocab.tokenizer.first_word_index
-    rng = np.random.default_rng(seed)  # Keras's default Embedding init: uniform(-0.05, 0.05)
-    report = {"pairs": pairs_path, "version": pairs.get("version"),
-              "random_init": intrinsic(Embeddings(labels, rng.uniform(-0.05, 0.05, trained.shape), reserved), pairs),
-              "trained": intrinsic(Embeddings(labels, trained, reserved), pairs)}
-    if pretrained is not None:
-        report[pretrained_name] = intrinsic(Embeddings(labels, pretrained, reserved), pairs)
-    return report
-
-
 # ---------------------------------------------------------------------------------------
 # callbacks
 
@@ -275,12 +246,40 @@ def _run_folder(runs: Path, run_id: str | None, resume: bool, fingerprint: str,
 
 
 # ---------------------------------------------------------------------------------------
-# the job
+# the job, in phases: plan -> data -> model -> fit -> export
 
-def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *, run_id: str | None = None,
-          resume: bool = False, verbose: int | None = None) -> dict:
-    """Train one model into ``runs_dir/<run_id>`` and return its metrics."""
-    t_start = time.perf_counter()
+@dataclass
+class RunPlan:
+    """What the run trains on, checked before TensorFlow starts."""
+
+    shards_dir: str
+    vocab_dir: str
+    vocab: Vocabulary
+    manifest: dict
+    maxlen: int
+    src_len: int
+    padding: str
+    truncating: str
+    pretrained: np.ndarray | None = None  # the embedding's initial matrix, if any
+    w2v_spec: dict | None = None
+    encoder: dict | None = None  # a language model's embedding + first recurrent layer
+    lm_spec: dict | None = None
+
+
+@dataclass
+class RunData:
+    train_ds: object
+    val_ds: object
+    steps: int
+    explicit_steps: bool  # steps_per_epoch given to fit (repeating dataset)
+    global_batch: int
+    n_train: int
+    n_val: int
+    rows: dict
+
+
+def plan_run(shards_dir: str, vocab_dir: str, conf: PipelineConf) -> RunPlan:
+    """Check the shards against the vocabulary and the settings; load any pretrained init."""
     tc, mc = conf.train, conf.model
     vocab = load_vocab(None, vocab_dir)
     manifest = shards.load_manifest(shards_dir)
@@ -295,38 +294,41 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     if tc.maxlen > src_len:
         raise TrainError(f"train.maxlen {tc.maxlen} is longer than the shards' maxlen {src_len}; re-encode "
                          f"with --set encode.maxlen={tc.maxlen}")
-    maxlen = tc.maxlen or src_len
-    padding, truncating = manifest["padding"], manifest["truncating"]
-    pretrained, w2v_spec, encoder, lm_spec = None, None, None, None
+    plan = RunPlan(shards_dir, vocab_dir, vocab, manifest, tc.maxlen or src_len, src_len,
+                   manifest["padding"], manifest["truncating"])
     if mc.encoder_init != "random":
         from reviewpipe.lm import load_encoder
 
-        encoder, lm_spec = load_encoder(mc.encoder_init, vocab, mc.cell, mc.units)  # refuses a mismatch
-        pretrained = encoder["embedding"]
+        plan.encoder, plan.lm_spec = load_encoder(mc.encoder_init, vocab, mc.cell, mc.units)  # refuses a mismatch
+        plan.pretrained = plan.encoder["embedding"]
         if mc.embedding_init != "random":
             log.info("model.encoder_init: the embedding comes from %s (which started from %s); "
-                     "model.embedding_init %s is not loaded", mc.encoder_init, lm_spec.get("embedding_init"),
+                     "model.embedding_init %s is not loaded", mc.encoder_init, plan.lm_spec.get("embedding_init"),
                      mc.embedding_init)
     elif mc.embedding_init != "random":
         from reviewpipe.word2vec import load_pretrained
 
-        pretrained, w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
+        plan.pretrained, plan.w2v_spec = load_pretrained(mc.embedding_init, vocab)  # refuses another vocabulary
+    return plan
 
-    run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, vocab.fingerprint, conf)
-    ckpt = run_dir / C.RUN_CHECKPOINTS
 
+def start_hardware(tc) -> Hardware:
+    """Pick the strategy and precision, seed everything, and make CPU runs deterministic."""
     import keras
     import tensorflow as tf
-
-    from reviewpipe import model as M
-    from reviewpipe.plots import plot_curves, read_history
-    from reviewpipe.serving import export_serving
 
     hw = detect_hardware(tc.precision)
     keras.utils.set_random_seed(tc.seed)
     if tc.deterministic and not hw.gpus:
         tf.config.experimental.enable_op_determinism()
+    return hw
 
+
+def make_data(plan: RunPlan, tc, hw: Hardware) -> RunData:
+    """Streaming train (each worker its own files) and val datasets, with their sizes."""
+    import tensorflow as tf
+
+    shards_dir, manifest, fp = plan.shards_dir, plan.manifest, plan.vocab.fingerprint
     rows = {s: shards.split_rows(manifest, s) for s in manifest["splits"]}
     train_files = [f for split in tc.splits for f in shards.split_files(shards_dir, manifest, split)]
     n_train = shards.labelled_rows(train_files)
@@ -336,69 +338,81 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     steps = tc.steps_per_epoch or math.ceil(n_train / global_batch)
     # Several workers hold different row counts: repeat and count steps so none runs dry first.
     explicit_steps = bool(tc.steps_per_epoch) or hw.num_workers > 1
-    worker_share = dict(num_workers=hw.num_workers, worker_index=hw.worker_index)
-    train_ds = shards.make_dataset(shards_dir, list(tc.splits), batch_size=worker_batch, vocab_fingerprint=vocab.fingerprint,
-                                   shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=maxlen,
-                                   repeat=explicit_steps, **worker_share)
+    train_ds = shards.make_dataset(shards_dir, list(tc.splits), batch_size=worker_batch, vocab_fingerprint=fp,
+                                   shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=plan.maxlen,
+                                   repeat=explicit_steps, num_workers=hw.num_workers, worker_index=hw.worker_index)
     if not explicit_steps:
         train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
     val_batch = max(global_batch, 256)
-    val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False,
-                                 vocab_fingerprint=vocab.fingerprint, maxlen=maxlen)
+    val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False, vocab_fingerprint=fp,
+                                 maxlen=plan.maxlen)
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n_val / val_batch)))
     if hw.num_workers > 1:  # each worker already reads its own files
         opts = tf.data.Options()
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         train_ds = train_ds.with_options(opts)
+    return RunData(train_ds, val_ds, steps, explicit_steps, global_batch, n_train, n_val, rows)
 
-    plan = M.plan(mc, vocab.size, maxlen, padding, pretrained.shape[1] if pretrained is not None else 0)
+
+def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, ckpt: Path, resume: bool):
+    """(model, layer plan, early-stopping state, cuDNN line): built and initialised, or the checkpoint."""
+    import keras
+
+    from reviewpipe import model as M
+
+    mc = conf.model
+    layers = M.plan(mc, plan.vocab.size, plan.maxlen, plan.padding,
+                    plan.pretrained.shape[1] if plan.pretrained is not None else 0)
     state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "epoch_seconds": []}
     with hw.strategy.scope():
         if resume:
             model = keras.models.load_model(ckpt / "last.keras")
             state.update(json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
         else:
-            model = M.build_model(mc, plan)
-            if pretrained is not None:
-                model.get_layer("embedding").set_weights([pretrained])
-            if encoder is not None:
+            model = M.build_model(mc, layers)
+            if plan.pretrained is not None:
+                model.get_layer("embedding").set_weights([plan.pretrained])
+            if plan.encoder is not None:
                 from reviewpipe.lm import rnn_weights
 
-                M.first_recurrent_layer(model).set_weights(rnn_weights(encoder))
-            M.compile_model(model, tc, steps)
+                M.first_recurrent_layer(model).set_weights(rnn_weights(plan.encoder))
+            M.compile_model(model, conf.train, data.steps)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
+    return model, layers, state, cudnn
 
-    if not resume:
-        run_dir.mkdir(parents=True)
-        ckpt.mkdir()
-        shutil.copytree(vocab_dir, run_dir / C.RUN_VOCAB)
-        _write_json(run_dir / C.RUN_CONF, conf.to_dict())
-    meta = {"run_id": run_id, "status": RUNNING, "vocab_fingerprint": vocab.fingerprint,
-            "shards": str(Path(shards_dir).resolve()), "vocab": str(Path(vocab_dir).resolve()),
-            "maxlen": maxlen, "padding": padding, "truncating": truncating, "masked": plan.masked,
-            "tokenizer": vocab.tokenizer.to_dict(), "vocab_size": vocab.size,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write_json(run_dir / C.RUN_META, meta)
 
-    summary = [
+def start_screen(run_dir: Path, resume: bool, state: dict, hw: Hardware, cudnn: str, layers, plan: RunPlan,
+                 data: RunData, conf: PipelineConf, model) -> str:
+    """The lines printed before the first epoch: where, on what, how much, and how long."""
+    tc, mc = conf.train, conf.model
+    return "\n".join([
         f"run        {run_dir}{'  (resumed after epoch %d)' % state['epochs_done'] if resume else ''}",
         f"device     {hw.device}; strategy {hw.strategy_name} ({hw.strategy.num_replicas_in_sync} replica(s)); "
         f"precision {hw.precision}",
-        f"cuDNN      {cudnn}{' (used when a GPU runs the layer)' if not hw.gpus else ''}; {plan.cudnn_reason}",
-        f"data       rows {rows}; training on {n_train} {'+'.join(tc.splits)} / {n_val} val; maxlen {maxlen} "
-        f"(shards {src_len}, {padding}-padded, {truncating}-truncated)",
-        f"schedule   {steps} steps/epoch x {tc.epochs} epochs, batch {global_batch}, {tc.optimizer} "
-        f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience {tc.early_stopping_patience or 'off'}",
-        f"model      {model.name}: {model.count_params():,} parameters; embedding {plan.vocab_rows} x "
-        f"{plan.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
+        f"cuDNN      {cudnn}{' (used when a GPU runs the layer)' if not hw.gpus else ''}; {layers.cudnn_reason}",
+        f"data       rows {data.rows}; training on {data.n_train} {'+'.join(tc.splits)} / {data.n_val} val; "
+        f"maxlen {plan.maxlen} (shards {plan.src_len}, {plan.padding}-padded, {plan.truncating}-truncated)",
+        f"schedule   {data.steps} steps/epoch x {tc.epochs} epochs, batch {data.global_batch}, {tc.optimizer} "
+        f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience "
+        f"{tc.early_stopping_patience or 'off'}",
+        f"model      {model.name}: {model.count_params():,} parameters; embedding {layers.vocab_rows} x "
+        f"{layers.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
         f"-> {mc.pooling} pooling",
-    ]
-    print("\n".join(summary), flush=True)
+    ])
 
+
+def fit(model, data: RunData, tc, run_dir: Path, state: dict, resume: bool, run_id: str,
+        verbose: int | None) -> float:
+    """Run the epochs left (checkpointing each, TensorBoard events, SIGTERM-safe); the seconds spent."""
+    import keras
+
+    ckpt = run_dir / C.RUN_CHECKPOINTS
     if resume:
         _trim_history(run_dir / C.RUN_HISTORY, state["epochs_done"])
     callbacks = [keras.callbacks.CSVLogger(str(run_dir / C.RUN_HISTORY), append=resume),
+                 keras.callbacks.TensorBoard(str(run_dir / C.RUN_TENSORBOARD), write_graph=False,
+                                             update_freq="epoch", profile_batch=0),
                  _make_checkpointer(ckpt, tc.early_stopping_patience, state)]
     _TERMINATED["flag"] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
@@ -408,8 +422,9 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     try:
         if state["epochs_done"] < tc.epochs and not (
                 tc.early_stopping_patience and state["wait"] >= tc.early_stopping_patience):
-            model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state["epochs_done"],
-                      steps_per_epoch=steps if explicit_steps else None, callbacks=callbacks, verbose=verbose, shuffle=False)
+            model.fit(data.train_ds, validation_data=data.val_ds, epochs=tc.epochs, initial_epoch=state["epochs_done"],
+                      steps_per_epoch=data.steps if data.explicit_steps else None, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)
         _raise_if_terminated()  # arrived after the last batch callback
     except Interrupted:
         raise TrainError(f"interrupted by SIGTERM after epoch {state['epochs_done']}; continue with --resume "
@@ -417,55 +432,96 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    fit_seconds = time.perf_counter() - t_fit
+    return time.perf_counter() - t_fit
 
+
+def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hardware, run_dir: Path,
+               state: dict, cudnn: str, fit_seconds: float) -> dict:
+    """The best epoch's model, the serving model, curves, projector files and metrics.json."""
+    from reviewpipe.embeddings import export_projector, intrinsic_report, write_projector_config
+    from reviewpipe.plots import plot_curves, read_history
+    from reviewpipe.serving import export_serving
+
+    tc, mc, vocab = conf.train, conf.model, plan.vocab
     if state["best_epoch"]:
-        model.load_weights(ckpt / "best.weights.h5")
-    results = model.evaluate(val_ds, verbose=0, return_dict=True)
+        model.load_weights(run_dir / C.RUN_CHECKPOINTS / "best.weights.h5")
+    results = model.evaluate(data.val_ds, verbose=0, return_dict=True)
     model.save(run_dir / C.RUN_MODEL)
-    export_serving(model, vocab.tokens, vocab.tokenizer, maxlen, padding, truncating, run_dir / C.RUN_SERVING)
+    export_serving(model, vocab.tokens, vocab.tokenizer, plan.maxlen, plan.padding, plan.truncating,
+                   run_dir / C.RUN_SERVING)
     history = read_history(run_dir / C.RUN_HISTORY)
     plot_curves(history, run_dir / C.RUN_CURVES, f"{'Bi' if mc.bidirectional else ''}{mc.cell.upper()}")
     trained = model.get_layer("embedding").get_weights()[0]
     if tc.embeddings_export:
         export_projector(trained, vocab, run_dir)
+        write_projector_config(run_dir, run_dir / C.RUN_TENSORBOARD)
 
     secs = state["epoch_seconds"]
     epoch_s = float(np.mean(secs)) if secs else 0.0
     metrics = {
-        "run_id": run_id,
+        "run_id": run_dir.name,
         "val_accuracy": round(float(results["accuracy"]), 5),
         "val_auc": round(float(results["auc"]), 5),
         "val_loss": round(float(results["loss"]), 5),
         "best_epoch": state["best_epoch"],
         "epochs": state["epochs_done"],
-        "train_rows": n_train, "val_rows": n_val,
+        "train_rows": data.n_train, "val_rows": data.n_val,
         "parameters": int(model.count_params()),
         "seconds_per_epoch": round(epoch_s, 2),
-        "examples_per_second": round(min(n_train, steps * global_batch) / epoch_s, 1) if epoch_s else None,
+        "examples_per_second": round(min(data.n_train, data.steps * data.global_batch) / epoch_s, 1) if epoch_s else None,
         "fit_seconds_this_process": round(fit_seconds, 2),
         "wall_seconds": round(sum(secs), 2),
         "device": hw.device, "strategy": hw.strategy_name, "precision": hw.precision, "cudnn": cudnn,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
-        "bidirectional": mc.bidirectional, "maxlen": maxlen,
+        "bidirectional": mc.bidirectional, "maxlen": plan.maxlen,
     }
-    if w2v_spec is not None:
+    if plan.w2v_spec is not None:
         metrics["embedding_init"] = {"source": mc.embedding_init, "trainable": mc.embedding_trainable,
-                                     "coverage": w2v_spec.get("coverage"), "dim": w2v_spec.get("dim")}
-    if lm_spec is not None:
-        metrics["encoder_init"] = {"source": mc.encoder_init, "lm_epochs": lm_spec.get("epochs"),
-                                   "lm_val_perplexity": lm_spec.get("val_perplexity"),
-                                   "lm_embedding_init": lm_spec.get("embedding_init")}
+                                     "coverage": plan.w2v_spec.get("coverage"), "dim": plan.w2v_spec.get("dim")}
+    if plan.lm_spec is not None:
+        metrics["encoder_init"] = {"source": mc.encoder_init, "lm_epochs": plan.lm_spec.get("epochs"),
+                                   "lm_val_perplexity": plan.lm_spec.get("val_perplexity"),
+                                   "lm_embedding_init": plan.lm_spec.get("embedding_init")}
     if tc.word_pairs:
-        metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, pretrained, tc.seed,
-                                                "language_model" if lm_spec is not None else "word2vec")
+        metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, plan.pretrained, tc.seed,
+                                                "language_model" if plan.lm_spec is not None else "word2vec")
     _write_json(run_dir / C.RUN_METRICS, metrics)
+    return metrics
+
+
+def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *, run_id: str | None = None,
+          resume: bool = False, verbose: int | None = None) -> dict:
+    """Train one model into ``runs_dir/<run_id>`` and return its metrics."""
+    t_start = time.perf_counter()
+    plan = plan_run(shards_dir, vocab_dir, conf)
+    run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, plan.vocab.fingerprint, conf)
+    ckpt = run_dir / C.RUN_CHECKPOINTS
+
+    hw = start_hardware(conf.train)
+    data = make_data(plan, conf.train, hw)
+    model, layers, state, cudnn = make_model(plan, conf, hw, data, ckpt, resume)
+
+    if not resume:
+        run_dir.mkdir(parents=True)
+        ckpt.mkdir()
+        shutil.copytree(vocab_dir, run_dir / C.RUN_VOCAB)
+        _write_json(run_dir / C.RUN_CONF, conf.to_dict())
+    meta = {"run_id": run_id, "status": RUNNING, "vocab_fingerprint": plan.vocab.fingerprint,
+            "shards": str(Path(shards_dir).resolve()), "vocab": str(Path(vocab_dir).resolve()),
+            "maxlen": plan.maxlen, "padding": plan.padding, "truncating": plan.truncating, "masked": layers.masked,
+            "tokenizer": plan.vocab.tokenizer.to_dict(), "vocab_size": plan.vocab.size,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_json(run_dir / C.RUN_META, meta)
+    print(start_screen(run_dir, resume, state, hw, cudnn, layers, plan, data, conf, model), flush=True)
+
+    fit_seconds = fit(model, data, conf.train, run_dir, state, resume, run_id, verbose)
+    metrics = export_run(model, plan, data, conf, hw, run_dir, state, cudnn, fit_seconds)
     shutil.rmtree(ckpt)
     _write_json(run_dir / C.RUN_META, {**meta, "status": COMPLETE,
                                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     print(f"done       val_accuracy {metrics['val_accuracy']:.4f}  val_auc {metrics['val_auc']:.4f}  "
           f"val_loss {metrics['val_loss']:.4f}  best epoch {state['best_epoch']}/{state['epochs_done']}  "
-          f"{epoch_s:.1f} s/epoch  {metrics['examples_per_second']} examples/s  "
+          f"{metrics['seconds_per_epoch']:.1f} s/epoch  {metrics['examples_per_second']} examples/s  "
           f"total {time.perf_counter() - t_start:.0f} s\n           {run_dir}", flush=True)
     return metrics
 

@@ -43,7 +43,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean tensorboard
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean tensorboard recipe recipe-status
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -175,12 +175,19 @@ TEXT ?= Yours and mine ancestors had run after a mastodons or wild boar, like an
 explain: $(STAMP) ## the seed's walk-through for TEXT="..." (uses $(VOCAB_OUT) when it exists)
 	$(PY) jobs/explain.py --text "$(TEXT)" --vocab $(VOCAB_OUT) $(JOBARGS)
 
-run: ## the main job, end to end on local[*] and the default dataset: data -> ingest -> vocab + encode -> train -> score val
-	$(MAKE) --no-print-directory ingest
-	$(MAKE) --no-print-directory prepare
-	$(MAKE) --no-print-directory train
-	$(MAKE) --no-print-directory evaluate
-	@$(PY) jobs/summary.py --ingest $(INGEST_OUT) --vocab $(VOCAB_OUT) --shards $(SHARDS_OUT) --runs $(RUNS_DIR) --scores $(SCORES_OUT) --run-date $(RUN_DATE)
+run: ## the main job on local[*] and the default dataset: the default recipe (conf/recipes/default.toml), raw data -> scored, evaluated run
+	$(MAKE) --no-print-directory recipe RECIPE=default
+
+RECIPE    ?= default
+FORCE     ?=
+RECIPEARGS = --recipe $(RECIPE) --work $(WORK) --runs $(RUNS_DIR) $(if $(INPUT),--input '$(INPUT)') $(JOBARGS) \
+             --make MASTER='$(MASTER)' --make DATA_DIR=$(DATA_DIR) --make VENV=$(VENV) $(if $(IMDB_ARCHIVE),--make IMDB_ARCHIVE=$(IMDB_ARCHIVE)) \
+             $(foreach f,$(FORCE),--force $(f))
+recipe: $(STAMP) $(ZIP) ## run conf/recipes/$(RECIPE).toml from raw data: steps already done with the same inputs and settings are skipped
+	$(PY) jobs/recipe.py run $(RECIPEARGS)
+
+recipe-status: $(STAMP) ## which steps of RECIPE are done, stale or missing, with their times
+	@$(PY) jobs/recipe.py status $(RECIPEARGS)
 
 test: $(STAMP) ## unit + integration tests (real data from ../shared when present)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -198,6 +205,8 @@ bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer inp
 bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)
 	@test -f $(W2V_OUT)/word2vec.json || $(MAKE) --no-print-directory pretrain
 	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --accuracy --best-set model.embedding_init=word2vec:$(W2V_OUT)
+
+print-%: ; @echo '$($*)'
 
 clean: ## remove build outputs and pipeline data (not the venv)
 	rm -rf dist build $(WORK) artifacts bench/results spark-warehouse .pytest_cache

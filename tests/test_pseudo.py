@@ -28,6 +28,25 @@ def test_choose_keeps_confident_rows_and_balances_the_labels():
     assert not keep.any()
 
 
+def test_choose_max_rows_samples_half_of_each_label():
+    from reviewpipe.pseudo import choose
+
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0, 1, 1000)
+    full, labels = choose(probs, 0.5, balance=True)
+    keep, _ = choose(probs, 0.5, balance=True, max_rows=100, seed=7)
+    assert keep.sum() == 100 and labels[keep].sum() == 50
+    assert not (keep & ~full).any()  # a subset of the balanced choice
+    assert (keep == choose(probs, 0.5, balance=True, max_rows=100, seed=7)[0]).all()  # seeded
+    assert (keep != choose(probs, 0.5, balance=True, max_rows=100, seed=8)[0]).any()
+    # the sample is uniform, not the most confident rows: it reaches the unsure middle
+    assert (np.abs(probs[keep] - 0.5) < 0.1).any()
+    keep, _ = choose(probs, 0.9, balance=False, max_rows=50, seed=7)
+    assert keep.sum() == 50 and (np.abs(probs[keep] - 0.5) >= 0.4).all()
+    assert (choose(probs, 0.5, balance=True, max_rows=5000)[0] == full).all()  # fewer rows than the cap
+
+
+
 def _read(folder, manifest, split):
     return pq.read_table([str(folder / f["path"]) for f in manifest["splits"][split]["files"]]).to_pydict()
 

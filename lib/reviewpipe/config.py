@@ -164,6 +164,9 @@ class PseudoConf:
     threshold: float = _opt(0.9, min=0.5, max=1.0,
                             doc="keep rows with probability >= threshold or <= 1 - threshold")
     balance: bool = _opt(True, doc="keep as many positive as negative rows (the most confident ones)")
+    max_rows: int = _opt(0, min=0, doc="0 = every chosen row; else a seeded sample of at most this many "
+                                       "(half of each label when balanced)")
+    seed: int = _opt(42, doc="seed of the max_rows sample")
     soft: bool = _opt(False, doc="also write the teacher's probability (column target); the student trains "
                                  "on it instead of the 0/1 label (distillation)")
     ngram_share: float = _opt(0.5, min=0.0, max=1.0,

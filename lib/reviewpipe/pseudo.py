@@ -46,9 +46,14 @@ class PseudoLabelError(JobError):
     """Pseudo-labels cannot be written; the message says why."""
 
 
-def choose(probs: np.ndarray, threshold: float, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+def choose(probs: np.ndarray, threshold: float, balance: bool, max_rows: int = 0,
+           seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """(keep mask, labels) for teacher probabilities: confident rows, optionally balanced by
-    keeping the ``min(n_pos, n_neg)`` most confident rows of each label (ties: source order)."""
+    keeping the ``min(n_pos, n_neg)`` most confident rows of each label (ties: source order).
+
+    ``max_rows > 0`` then keeps a seeded uniform sample of at most that many of those rows
+    (half of each label when balanced), so a student's epoch fits a time budget without
+    keeping only the easiest rows."""
     labels = (probs >= 0.5).astype(np.int8)
     pos = np.flatnonzero(probs >= threshold)
     neg = np.flatnonzero(probs <= 1.0 - threshold)
@@ -56,6 +61,14 @@ def choose(probs: np.ndarray, threshold: float, balance: bool) -> tuple[np.ndarr
         n = min(len(pos), len(neg))
         pos = pos[np.argsort(-probs[pos], kind="stable")[:n]]
         neg = neg[np.argsort(probs[neg], kind="stable")[:n]]
+    if max_rows and len(pos) + len(neg) > max_rows:
+        rng = np.random.default_rng(seed)
+        if balance:
+            pos = rng.choice(pos, max_rows // 2, replace=False)
+            neg = rng.choice(neg, max_rows // 2, replace=False)
+        else:
+            both = rng.choice(np.concatenate([pos, neg]), max_rows, replace=False)
+            pos, neg = both, both[:0]
     keep = np.zeros(len(probs), bool)
     keep[pos] = True
     keep[neg] = True
@@ -151,7 +164,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
 
     groups = row_groups(pc.split)
     probs = np.concatenate([predict(f, g, False)[0] for f, g in groups])
-    keep, labels = choose(probs, pc.threshold, pc.balance)
+    keep, labels = choose(probs, pc.threshold, pc.balance, pc.max_rows, pc.seed)
     report = _val_report(manifest, row_groups, predict, pc.threshold)
 
     with storage.staged_local(out) as stage:  # replaces an older pseudo-labelled folder on success
@@ -186,7 +199,8 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
                                for meta, run in teachers],
                   "ngram_share": pc.ngram_share if models and lookups else None,
                   "source": str(src_dir.resolve()), "split": pc.split, "threshold": pc.threshold,
-                  "balance": pc.balance, "soft": pc.soft, "rows_in": int(len(probs)), "rows_kept": kept,
+                  "balance": pc.balance, "max_rows": pc.max_rows, "seed": pc.seed, "soft": pc.soft,
+                  "rows_in": int(len(probs)), "rows_kept": kept,
                   "positive": int(labels[keep].sum()), "negative": int(kept - labels[keep].sum()),
                   "val_report": report, "seconds": round(time.perf_counter() - started, 1)}
         splits = {s: v for s, v in manifest["splits"].items() if s != C.PSEUDO}

@@ -71,8 +71,8 @@ class TokenizerConf:
 
 @dataclass(frozen=True)
 class VocabConf:
-    splits: list = _opt([C.TRAIN])
-    num_words: int = _opt(20000, min=0, doc="Keras semantics: keep indices < num_words; 0 = all")
+    splits: list = _opt([C.TRAIN, C.UNSUP])
+    num_words: int = _opt(30000, min=0, doc="Keras semantics: keep indices < num_words; 0 = all")
     min_count: int = _opt(1, min=1)
     max_doc_fraction: float = _opt(1.0, min=0.0, max=1.0)
     tie_break: str = _opt("first_seen", choices=("first_seen", "token"))

@@ -151,14 +151,17 @@ def _ascii_lut(spec: TokenizerSpec) -> tuple[np.ndarray, str]:
     ASCII filters are mapped to the first of them (or, with none, rows are not split)."""
     key = (spec.mode, spec.lower, spec.filters, spec.split)
     if key not in _LUTS:
-        lut = (_LOWER if spec.lower else np.arange(256, dtype=np.uint8)).copy()
         if spec.mode == "keras":
             seps = [c for c in spec.filters + spec.split if ord(c) < 128]
             sep = spec.split if ord(spec.split) < 128 else (seps[0] if seps else spec.split)
         else:
             seps, sep = [chr(b) for b in range(128) if not _WORD_BYTES[b]], " "
+        to_sep = np.arange(256, dtype=np.uint8)
         for c in seps:
-            lut[ord(c)] = ord(sep)
+            to_sep[ord(c)] = ord(sep)
+        # Keras lowercases first and then filters, so an upper-case letter whose lower case is a
+        # filter character separates too: the table is the composition filter(lower(byte)).
+        lut = to_sep[_LOWER] if spec.lower else to_sep
         _LUTS[key] = (lut, sep)
     return _LUTS[key]
 

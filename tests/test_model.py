@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reviewpipe.config import ConfigError, load_conf
@@ -188,19 +188,29 @@ def test_documented_gap_non_nfc_text():
     assert "NFC" in PARITY_GAPS[0]
 
 
-# NFC text of assigned characters: the documented gaps (PARITY_GAPS) are excluded.
+# NFC text of characters that TF's ICU knows too: the documented gaps (PARITY_GAPS) are
+# excluded. Characters assigned after Unicode 3.2 are left out because Python's tables (14+)
+# are newer than TF's ICU: U+10570 (Vithkuqi, Unicode 14) lowercases in Python, not in TF.
+# TRICKY keeps emoji and other later characters that both sides agree on.
 def _nfc(s):
     import unicodedata
 
     return unicodedata.normalize("NFC", s)
 
 
-fuzz_text = st.text(st.characters(exclude_categories=("Cs", "Cn", "Co")), max_size=40).map(_nfc)
+def _old_enough(c):
+    import unicodedata
+
+    return unicodedata.ucd_3_2_0.category(c) != "Cn"
+
+
+fuzz_text = st.text(st.characters(exclude_categories=("Cs", "Cn", "Co")).filter(_old_enough), max_size=40).map(_nfc)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(fuzz_text | st.sampled_from(TRICKY), min_size=1, max_size=8),
        mode=st.sampled_from(["default", "keras"]))
+@example(texts=["\U00010570"], mode="default").xfail(reason="Unicode 14: lowercased by Python, not by TF's ICU")
 def test_tf_tokenizer_fuzz(texts, mode):
     from reviewpipe.serving import tf_tokenize
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -200,17 +201,26 @@ def write_projector_config(run_dir: Path, events_dir: Path) -> Path:
     """TensorBoard's projector config for a run's ``vectors.tsv``/``metadata.tsv``.
 
     The projector plugin looks for ``projector_config.pbtxt`` in each folder of event files and
-    reads paths relative to it; the config goes into every such folder under ``events_dir``
-    (Keras writes ``train/`` and ``validation/``), so the run's embedding shows in either.
+    refuses asset paths that leave that folder, so the two files are hard-linked (copied where
+    links are not possible) into every such folder under ``events_dir`` (Keras writes
+    ``train/`` and ``validation/``), and the config names them there.
     """
+    import shutil
+
     folders = sorted({p.parent for p in Path(events_dir).rglob("events.out.tfevents.*")}) or [Path(events_dir)]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        rel = Path("../" * len(folder.relative_to(run_dir).parts))
+        for name in (C.RUN_VECTORS, C.RUN_METADATA):
+            target = folder / name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(run_dir / name, target)
+            except OSError:
+                shutil.copy2(run_dir / name, target)
         (folder / C.PROJECTOR_CONFIG).write_text(
             "embeddings {\n"
             '  tensor_name: "embedding"\n'
-            f'  tensor_path: "{(rel / C.RUN_VECTORS).as_posix()}"\n'
-            f'  metadata_path: "{(rel / C.RUN_METADATA).as_posix()}"\n'
+            f'  tensor_path: "{C.RUN_VECTORS}"\n'
+            f'  metadata_path: "{C.RUN_METADATA}"\n'
             "}\n", encoding="utf-8")
     return folders[0] / C.PROJECTOR_CONFIG

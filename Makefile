@@ -43,7 +43,7 @@ SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
-.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean tensorboard recipe recipe-status
+.PHONY: help setup java-check data ingest vocab encode prepare train resume compare score score-pending evaluate neighbors analogy pretrain pretrain-lm train-ngram pseudo-label pipeline cluster-up cluster-down explain run test test-slow bench bench-accuracy package package-env clean tensorboard recipe recipe-status gpu-check
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -156,6 +156,11 @@ pipeline: ## ingest -> prepare (vocab + encode) -> score (val) through spark-sub
 	$(MAKE) --no-print-directory ingest prepare
 	@test -n "$(LATEST_RUN)" || $(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory evaluate
+
+CPU_RUN ?=
+gpu-check: $(STAMP) ## on a GPU machine: cuDNN kernels, mixed precision, train + score speed, val vs CPU_RUN; JSON in bench/results/; fails without a GPU
+	$(PY) jobs/gpu_check.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --reviews $(INGEST_OUT)/reviews --runs $(RUNS_DIR) \
+	  $(if $(CPU_RUN),--cpu-run $(CPU_RUN)) --output bench/results/gpu_check.json $(JOBARGS)
 
 TB_PORT ?= 6006
 tensorboard: $(STAMP) ## serve TensorBoard over $(RUNS_DIR): per-epoch curves, learning rate, embedding projector (TB_PORT=6006)

@@ -158,3 +158,30 @@ def test_refusals(spark, data, run, tmp_path):
         S.check_date("2026-13-01")
     with pytest.raises(S.ScoreError, match=r"--run-date 'today': expected YYYY-MM-DD"):
         S.check_date("today")
+
+
+@pytest.mark.integration
+def test_unlabelled_inputs_are_scored_not_quarantined(spark, data, run, tmp_path):
+    """A CSV with no sentiment column, a CSV with an unknown label and JSONL without labels: every
+    row is scored; a known label still counts in the metrics."""
+    texts = data["texts"][N_TRAIN:N_TRAIN + 3]
+    csv = tmp_path / "in" / "new.csv"
+    csv.parent.mkdir()
+    csv.write_text("review\n" + "".join(f'"{t.replace(chr(34), chr(34) * 2)}"\n' for t in texts), encoding="utf-8")
+    summary = S.score(spark, str(csv), str(run[0]), str(tmp_path / "s1"), "2026-03-01", small_conf(data["conf"]))
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (3, 3, 0)
+    assert summary.get("metrics") is None
+    scored = spark.read.parquet(str(tmp_path / "s1" / "run_date=2026-03-01")).toPandas()
+    assert sorted(scored[C.REVIEW_ID]) == ["new/0", "new/1", "new/2"]
+
+    mixed = tmp_path / "in2" / "mixed.csv"
+    mixed.parent.mkdir()
+    mixed.write_text('review,sentiment\n"great film",positive\n"awful film",meh\n"fine",\n', encoding="utf-8")
+    summary = S.score(spark, str(mixed), str(run[0]), str(tmp_path / "s2"), "2026-03-01", small_conf(data["conf"]))
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (3, 3, 0)
+    metrics = json.loads((tmp_path / "s2" / C.SCORES_REPORTS / "run_date=2026-03-01" / C.SCORE_METRICS).read_text())
+    assert metrics["rows"] == 1  # only the known label is evaluated
+
+    jl = write_jsonl(tmp_path / "in3" / "new.jsonl", [{"text": t} for t in texts])
+    summary = S.score(spark, jl, str(run[0]), str(tmp_path / "s3"), "2026-03-01", small_conf(data["conf"]))
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (3, 3, 0)

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -219,7 +219,7 @@ def _norm_uri(uri: str) -> str:
 
 
 def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: PipelineConf,
-                   text_col: str, label_col: str, id_col: str) -> RawInput:
+                   text_col: str, label_col: str, id_col: str, label_optional: bool = False) -> RawInput:
     """CSV/JSONL: Spark reads each file's bytes; Python parsers split records in the executors."""
     from pyspark.sql import functions as F
 
@@ -234,9 +234,13 @@ def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: 
     if not listed:
         raise IngestError(f"{path!r} holds no {fmt} files ({', '.join(suffixes)})")
     if p.is_file():
-        _check_header(p, fmt, text_col, label_col, id_col)
+        _check_header(p, fmt, text_col, "" if label_optional else label_col, id_col)
     rank = {u: i for i, u in enumerate(listed)}
-    parse = parsing.parse_csv if fmt == "csv" else parsing.parse_jsonl
+    if fmt == "csv":
+        def parse(content, stem, text, label, rid):
+            return parsing.parse_csv(content, stem, text, label, rid, label_optional=label_optional)
+    else:
+        parse = parsing.parse_jsonl
     labelled = bool(label_col)
     split = conf.ingest.default_split
 
@@ -297,14 +301,17 @@ def _check_header(p: Path, fmt: str, text_col: str, label_col: str, id_col: str)
     next(iter(parsing.parse_csv(first + b"\n", p.name, text_col, label_col, id_col)), None)
 
 
-def read_parquet(spark, path: str, conf: PipelineConf) -> RawInput:
-    """Parquet with configurable text/label/id columns; order is file, then row index."""
+def read_parquet(spark, path: str, conf: PipelineConf, label_optional: bool = False) -> RawInput:
+    """Parquet with configurable text/label/id columns; order is file, then row index.  With
+    ``label_optional`` (scoring), a file without the label column is unlabelled."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     df = spark.read.parquet(path)
     ing = conf.ingest
     fields = {f.name: f.dataType for f in df.schema.fields}
+    if label_optional and ing.label_column not in fields:
+        ing = replace(ing, label_column="")
     for role, col in (("text", ing.text_column), ("label", ing.label_column), ("id", ing.id_column)):
         if col and col not in fields:
             raise IngestError(f"{path}: the {role} column {col!r} is not among {sorted(fields)}; "
@@ -339,8 +346,11 @@ def read_parquet(spark, path: str, conf: PipelineConf) -> RawInput:
     return RawInput(out, "parquet", len(listed))
 
 
-def read_raw(spark, path: str, fmt: str, conf: PipelineConf) -> RawInput:
-    """Dispatch to the reader for ``fmt`` (``auto`` detects it from the path)."""
+def read_raw(spark, path: str, fmt: str, conf: PipelineConf, label_optional: bool = False) -> RawInput:
+    """Dispatch to the reader for ``fmt`` (``auto`` detects it from the path).
+
+    ``label_optional`` (scoring): a CSV or Parquet input without the label column is read as
+    unlabelled instead of refused."""
     if fmt not in FORMATS:
         raise IngestError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -349,11 +359,11 @@ def read_raw(spark, path: str, fmt: str, conf: PipelineConf) -> RawInput:
         return read_aclimdb(spark, path, conf)
     if fmt == "csv":
         return _python_parsed(spark, path, "csv", _CSV_SUFFIXES, conf,
-                              ing.csv_text_column, ing.csv_label_column, ing.csv_id_column)
+                              ing.csv_text_column, ing.csv_label_column, ing.csv_id_column, label_optional)
     if fmt == "jsonl":
         return _python_parsed(spark, path, "jsonl", _JSONL_SUFFIXES, conf,
                               ing.text_column, ing.label_column, ing.id_column)
-    return read_parquet(spark, path, conf)
+    return read_parquet(spark, path, conf, label_optional)
 
 
 # ---------------------------------------------------------------------------------------

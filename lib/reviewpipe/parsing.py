@@ -172,9 +172,10 @@ def _to_bytes(s: str) -> bytes:
 
 
 def parse_csv(data: bytes, name: str, text_column: str, label_column: str = "",
-              id_column: str = "") -> Iterator[RawRecord]:
+              id_column: str = "", label_optional: bool = False) -> Iterator[RawRecord]:
     """Parse RFC 4180 CSV bytes (header row required; quoted fields may hold commas,
-    doubled quotes and newlines).  Rows are numbered 0.. after the header."""
+    doubled quotes and newlines).  Rows are numbered 0.. after the header.  With
+    ``label_optional`` (scoring), a header without the label column means unlabelled rows."""
     text = decompress(data, name)
     if text.startswith(b"\xef\xbb\xbf"):
         text = text[3:]
@@ -191,7 +192,7 @@ def parse_csv(data: bytes, name: str, text_column: str, label_column: str = "",
     wanted = {"text": text_column, "label": label_column, "id": id_column}
     index = {}
     for role, col in wanted.items():
-        if not col:
+        if not col or (role == "label" and label_optional and col not in header):
             continue
         if col not in header:
             raise SchemaError(

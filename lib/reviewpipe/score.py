@@ -206,9 +206,16 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
     # Every other format goes through the ingest readers and checks (one code path), with the
     # scoring size limit; nothing is carved into val.
     sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
-    raw = ingest.read_raw(spark, path, fmt, sconf)
-    records = ingest.mark_duplicates(ingest.with_ordinal(spark, ingest.classify(raw.df, sconf),
-                                                         raw.fmt == "aclimdb"))
+    raw = ingest.read_raw(spark, path, fmt, sconf, label_optional=True)
+    classified = ingest.classify(raw.df, sconf)
+    # Scoring needs no label: a missing or unknown one makes the row unlabelled (left out of
+    # the metrics), never quarantined.
+    label_problem = F.col("reason").isin(C.MISSING_LABEL, C.UNKNOWN_LABEL)
+    classified = (classified.withColumn(C.LABEL, F.when(label_problem, F.lit(None).cast("tinyint"))
+                                        .otherwise(F.col(C.LABEL)))
+                  .withColumn("detail", F.when(label_problem, F.lit(None)).otherwise(F.col("detail")))
+                  .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason"))))
+    records = ingest.mark_duplicates(ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb"))
     if splits:
         records = records.filter(F.col(C.SPLIT).isin(list(splits)))
     return (records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE, C.ORDINAL,

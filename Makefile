@@ -19,6 +19,7 @@ REPORT_DIR   ?= artifacts/compare
 RUN_ID       ?=
 MODEL        ?=
 SCORES_OUT   ?= $(WORK)/scores
+EVAL_OUT     ?= $(WORK)/evaluations
 W2V_OUT      ?= $(WORK)/word2vec
 LM_OUT       ?= $(WORK)/lm
 PSEUDO_OUT   ?= $(WORK)/shards_pseudo
@@ -114,20 +115,20 @@ compare: $(STAMP) ## train GRU and LSTM with the same settings; curves side by s
 
 # The newest complete run unless MODEL=artifacts/runs/<run_id> is given.
 LATEST_RUN = $(or $(MODEL),$(shell $(PY) -c "import sys; sys.path.insert(0, 'lib'); from reviewpipe.train import latest_complete; print(latest_complete('$(RUNS_DIR)') or '')" 2>/dev/null))
-SCOREARGS  = --model '$(LATEST_RUN)' --output $(SCORES_OUT) $(JOBARGS)
+SCOREARGS  = --model '$(LATEST_RUN)' $(JOBARGS)
 
 SPLITS ?=
 score: $(STAMP) $(ZIP) ## score INPUT (any ingest format or a reviews table) with MODEL (default: newest run) for RUN_DATE
 	@test -n "$(INPUT)" || { echo "error: give INPUT=path (aclImdb dir/tarball, CSV, JSONL, Parquet or a reviews table)" >&2; exit 2; }
-	$(SUBMIT) jobs/score.py --input '$(INPUT)' $(if $(SPLITS),--splits $(SPLITS)) --run-date $(RUN_DATE) $(SCOREARGS)
+	$(SUBMIT) jobs/score.py --input '$(INPUT)' $(if $(SPLITS),--splits $(SPLITS)) --run-date $(RUN_DATE) --output $(SCORES_OUT) $(SCOREARGS)
 
 score-pending: $(STAMP) $(ZIP) ## score every $(INCOMING)/date=YYYY-MM-DD without a _SUCCESS in $(SCORES_OUT), oldest first
-	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) $(SCOREARGS)
+	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) --output $(SCORES_OUT) $(SCOREARGS)
 
 COMMA := ,
-evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split; SPLITS=test for aclImdb's test) and print accuracy, ROC AUC, P/R/F1, confusion matrix
-	$(SUBMIT) jobs/score.py --input '$(or $(INPUT),$(INGEST_OUT)/reviews)' --splits $(or $(SPLITS),$(if $(INPUT),train,val)$(if $(INPUT),$(COMMA)val$(COMMA)test)) --run-date $(RUN_DATE) $(SCOREARGS)
-	@$(PY) -c "import json; m = json.load(open('$(SCORES_OUT)/_reports/run_date=$(RUN_DATE)/metrics.json')); c = m['confusion_matrix']['matrix']; print(f\"accuracy {m['accuracy']}  roc_auc {m['roc_auc']}  precision {m['precision']}  recall {m['recall']}  f1 {m['f1']}  rows {m['rows']}\"); print(f'confusion (rows true 0/1, columns predicted 0/1): {c[0]} {c[1]}')"
+evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split; SPLITS=test for aclImdb's test) into $(EVAL_OUT) and print accuracy, ROC AUC, P/R/F1, confusion matrix
+	$(SUBMIT) jobs/score.py --input '$(or $(INPUT),$(INGEST_OUT)/reviews)' --splits $(or $(SPLITS),$(if $(INPUT),train,val)$(if $(INPUT),$(COMMA)val$(COMMA)test)) --run-date $(RUN_DATE) --output $(EVAL_OUT) $(SCOREARGS)
+	@$(PY) -c "import json; m = json.load(open('$(EVAL_OUT)/_reports/run_date=$(RUN_DATE)/metrics.json')); c = m['confusion_matrix']['matrix']; print(f\"accuracy {m['accuracy']}  roc_auc {m['roc_auc']}  precision {m['precision']}  recall {m['recall']}  f1 {m['f1']}  rows {m['rows']}\"); print(f'confusion (rows true 0/1, columns predicted 0/1): {c[0]} {c[1]}')"
 
 cluster-up: $(STAMP) ## start a Spark standalone master + 2 workers on 127.0.0.1 (PIDs in $(CLUSTER_DIR)/)
 	@mkdir -p $(CLUSTER_DIR)/logs

@@ -70,7 +70,7 @@ target, kv = sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
 with open(os.environ["FAKE_MAKE_LOG"], "a") as f:
     f.write(json.dumps({{"target": target, **kv}}) + "\n")
 outs = {{"ingest": ["INGEST_OUT"], "prepare": ["VOCAB_OUT", "SHARDS_OUT"], "pretrain": ["W2V_OUT"],
-         "train-ngram": ["NGRAM_OUT"], "pseudo-label": ["PSEUDO_OUT"], "evaluate": ["SCORES_OUT"]}}
+         "train-ngram": ["NGRAM_OUT"], "pseudo-label": ["PSEUDO_OUT"], "evaluate": ["EVAL_OUT"]}}
 if target in ("train", "resume"):
     run = Path(kv["RUNS_DIR"]) / kv["RUN_ID"]
     run.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def test_a_first_run_runs_every_step_with_the_paths_of_the_steps_it_reads(env):
     assert made[5]["SET"] == f"model.embedding_init=word2vec:{w / 'w2v'} vocab.num_words=500 train.epochs=2"
     assert (made[5]["RUNS_DIR"], made[5]["RUN_ID"], made[5]["SHARDS_OUT"]) == (
         str(tmp / "runs"), run_dir.name, str(w / "pseudo"))
-    assert made[6]["MODEL"] == str(run_dir) and made[6]["SCORES_OUT"] == str(w / "evaluate")
+    assert made[6]["MODEL"] == str(run_dir) and made[6]["EVAL_OUT"] == str(w / "evaluate")
     assert all(state(recipe, s) == "done" for s in recipe.steps)
     lineage = json.loads((run_dir / C.RUN_META).read_text())["lineage"]
     assert lineage["recipe"] == "tiny" and lineage["hash"] == student.hash and lineage["vocab_fingerprint"] == "fp"

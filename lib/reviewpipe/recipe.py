@@ -291,7 +291,7 @@ def make_vars(recipe: Recipe, step: Step, cli_set: Sequence[str]) -> tuple[str, 
         if (out / C.RUN_CHECKPOINTS / "state.json").is_file():
             target = "resume"  # killed after an epoch: continue from the checkpoint
     elif step.kind == "evaluate":
-        v.update(INGEST_OUT=str(ref["reviews"]), MODEL=str(ref["model"]), SCORES_OUT=str(out))
+        v.update(INGEST_OUT=str(ref["reviews"]), MODEL=str(ref["model"]), EVAL_OUT=str(out))
     v["SET"] = " ".join(sets)
     return target, v
 

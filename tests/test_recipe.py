@@ -223,6 +223,7 @@ def test_force_and_status(env):
     (RECIPE.replace('init = "w2v"', 'init = "w2v"\nteachers = ["ngram"]'), "unknown key(s) ['teachers'] for a train"),
     (RECIPE + '\n[[step]]\nname = "ngram"\nkind = "ngram"\nreviews = "ingest"\n', "step 'ngram': a second step"),
     ("name = 'x'\n", "no [[step]] entries"),
+    (RECIPE.replace('init = "w2v"', 'init = ["w2v"]'), "init must name one step by name, got ['w2v']"),
 ])
 def test_recipe_mistakes_are_named_before_anything_runs(env, text, message):
     load, calls, _ = env

@@ -170,6 +170,9 @@ def load_recipe(path: str | Path, conf_path: str | None, cli_set: Sequence[str],
             names = raw[role] if role == "teachers" else [raw[role]]
             if role == "teachers" and (not isinstance(names, list) or not names):
                 raise RecipeError(f"{where}: teachers must be a non-empty list of earlier step names")
+            if not all(isinstance(n, str) for n in names):
+                raise RecipeError(f"{where}: {role} must name {'steps' if role == 'teachers' else 'one step'} "
+                                  f"by name, got {raw[role]!r}")
             for ref in names:
                 earlier = {s.name: s for s in steps}
                 if ref not in earlier:

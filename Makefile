@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml | java-check
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,package]"
-	$(PY) -c "import pyspark, tensorflow, pyarrow, pandas, numpy; print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, '| pandas', pandas.__version__)"
+	$(PY) -c "from reviewpipe import native_logs; native_logs.install(); import pyspark, tensorflow, pyarrow, pandas, numpy; print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, '| pandas', pandas.__version__)"
 	$(PY) -m reviewpipe.jvm_cds build
 	touch $@
 

@@ -7,6 +7,7 @@ Every input record ends in exactly one of the two tables, and the job checks
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -236,11 +237,8 @@ def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: 
     if p.is_file():
         _check_header(p, fmt, text_col, "" if label_optional else label_col, id_col)
     rank = {u: i for i, u in enumerate(listed)}
-    if fmt == "csv":
-        def parse(content, stem, text, label, rid):
-            return parsing.parse_csv(content, stem, text, label, rid, label_optional=label_optional)
-    else:
-        parse = parsing.parse_jsonl
+    parse = (functools.partial(parsing.parse_csv, label_optional=label_optional) if fmt == "csv"
+             else parsing.parse_jsonl)
     labelled = bool(label_col)
     split = conf.ingest.default_split
 

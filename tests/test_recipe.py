@@ -207,8 +207,10 @@ def test_force_and_status(env):
     assert [ln.split()[:3] for ln in lines[1:]] == [[s.name, s.kind, "missing"] for s in recipe.steps]
     run_recipe(recipe)
     calls()
-    run_recipe(load(), force=["w2v"])
-    assert [c["target"] for c in calls()] == ["pretrain"]
+    run_recipe(load(), force=["w2v"])  # and what reads it: the student (its init), then the evaluation
+    assert [c["target"] for c in calls()] == ["pretrain", "train", "evaluate"]
+    run_recipe(load(), force=["evaluate"])
+    assert [c["target"] for c in calls()] == ["evaluate"]
     assert all(ln.split()[2] == "done" for ln in status_lines(load())[1:])
     with pytest.raises(RecipeError, match=r"--force \['nope'\]: no such step in tiny"):
         run_recipe(load(), force=["nope"])

@@ -22,7 +22,8 @@ skipped when its stamp has the same hash and its output is there; otherwise its 
 removed first and the step runs again, so a step killed half-way (Ctrl-C, SIGTERM, kill -9)
 is redone, never trusted. A training step killed after an epoch resumes from its checkpoint
 (``make resume``), since its run id carries the hash. Changing one step's setting changes
-its hash and those of every step that reads it, and only those run again.
+its hash and those of every step that reads it, and only those run again; a step forced to run
+(``--force``) runs what reads it again too.
 
 Outputs: ``<work>/recipes/<name>/<step>/`` for every kind but ``train``, whose run goes to
 ``RUNS_DIR/<name>-<step>-<hash12>`` (so ``make score`` finds it). Each run's ``run.json``
@@ -360,10 +361,12 @@ def run_recipe(recipe: Recipe, cli_set: Sequence[str] = (), make_args: dict | No
         raise RecipeError(f"--force {sorted(unknown)}: no such step in {recipe.name}")
     recipe.state_dir.mkdir(parents=True, exist_ok=True)
     records = []
+    rebuilt: set[str] = set()  # steps run in this invocation: what reads them runs too
     t_all = time.perf_counter()
     for i, step in enumerate(recipe.steps, 1):
         prefix = f"[{i}/{len(recipe.steps)}] {step.name}"
-        if step.name not in force and state(recipe, step) == "done":
+        if (step.name not in force and not rebuilt.intersection(step.needs())
+                and state(recipe, step) == "done"):
             print(f"{prefix}: done, skipped ({step.hash[:12]}, {recipe.out(step)})", flush=True)
             records.append({"step": step.name, "ran": False, **(read_stamp(recipe, step) or {})})
             continue
@@ -380,6 +383,7 @@ def run_recipe(recipe: Recipe, cli_set: Sequence[str] = (), make_args: dict | No
                  "seconds": seconds, "needs": step.needs()}
         _write_json(recipe.stamp_path(step), stamp)
         print(f"{prefix}: ran in {seconds} s", flush=True)
+        rebuilt.add(step.name)
         records.append({"ran": True, **stamp})
     print(f"recipe {recipe.name}: {sum(r['ran'] for r in records)} of {len(records)} steps ran, "
           f"{time.perf_counter() - t_all:.0f} s", flush=True)

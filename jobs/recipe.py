@@ -37,11 +37,12 @@ def _main(argv: Sequence[str]) -> int:
     path = Path(args.recipe)
     if not path.suffix and not path.exists():
         path = Path("conf/recipes") / f"{args.recipe}.toml"
-    recipe = R.load_recipe(path, args.conf, args.overrides, args.work, args.runs, args.input)
+    make_args = dict(kv.split("=", 1) for kv in args.make)
+    recipe = R.load_recipe(path, args.conf, args.overrides, args.work, args.runs, args.input,
+                           make_args.get("IMDB_ARCHIVE"))
     if args.action == "status":
         print("\n".join(R.status_lines(recipe)))
         return 0
-    make_args = dict(kv.split("=", 1) for kv in args.make)
     make_args.setdefault("RUN_DATE", datetime.now(timezone.utc).date().isoformat())
     if args.conf:
         make_args["CONF"] = args.conf

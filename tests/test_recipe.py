@@ -199,6 +199,25 @@ def test_a_training_step_killed_after_an_epoch_resumes(env, monkeypatch):
     assert [c["target"] for c in calls()] == ["resume", "evaluate"]
 
 
+def test_the_ingest_hash_follows_the_input(env, tmp_path):
+    load, _, tmp = env
+    base = load().step("ingest").hash
+    archive = tmp / "a.tar.gz"
+    archive.write_bytes(b"x" * 10)
+    recipe = load_recipe(tmp / "tiny.toml", None, [], tmp / "work", tmp / "runs", archive=str(archive))
+    assert recipe.step("ingest").hash != base  # IMDB_ARCHIVE=... is another input
+    archive.write_bytes(b"y" * 11)
+    again = load_recipe(tmp / "tiny.toml", None, [], tmp / "work", tmp / "runs", archive=str(archive))
+    assert again.step("ingest").hash != recipe.step("ingest").hash  # so is a changed file
+    assert again.step("prepare").hash != recipe.step("prepare").hash  # and what reads it
+    folder = tmp / "in"
+    folder.mkdir()
+    (folder / "r.csv").write_text("review,sentiment\n")
+    first = load_recipe(tmp / "tiny.toml", None, [], tmp / "work", tmp / "runs", str(folder)).step("ingest").hash
+    (folder / "s.csv").write_text("review,sentiment\n")  # a file landed
+    assert load_recipe(tmp / "tiny.toml", None, [], tmp / "work", tmp / "runs", str(folder)).step("ingest").hash != first
+
+
 def test_force_and_status(env):
     load, calls, tmp = env
     recipe = load()

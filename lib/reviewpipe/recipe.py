@@ -131,7 +131,7 @@ class Recipe:
 # reading and checking
 
 def load_recipe(path: str | Path, conf_path: str | None, cli_set: Sequence[str], work: str | Path,
-                runs: str | Path, input_path: str | None = None) -> Recipe:
+                runs: str | Path, input_path: str | None = None, archive: str | None = None) -> Recipe:
     """Read, check and hash a recipe; every step's settings are validated before anything runs."""
     path = Path(path)
     if not path.is_file():
@@ -190,7 +190,7 @@ def load_recipe(path: str | Path, conf_path: str | None, cli_set: Sequence[str],
             step.conf = load_conf(conf_path, [*common, *step.overrides, *cli_set])
         except ValueError as e:
             raise RecipeError(f"{path}: step {step.name!r}: {e}") from e
-        step.hash = _hash(recipe, step, input_path)
+        step.hash = _hash(recipe, step, input_path, archive)
     return recipe
 
 
@@ -200,10 +200,13 @@ def _str_list(value, where: str) -> list[str]:
     return list(value)
 
 
-def input_identity(path: str | None) -> dict:
-    """What identifies an ingest input without reading it: path, files, bytes, newest mtime."""
+def input_identity(path: str | None, archive: str | None = None) -> dict:
+    """What identifies an ingest input without reading it: path, files, bytes, newest mtime.
+    Without a path, the data step's archive (IMDB_ARCHIVE, else the one data.* settings find)."""
     if not path:
-        return {"input": "the data step's aclImdb (its folder names the archive's SHA-256)"}
+        if archive:
+            return {"archive": input_identity(archive)}
+        return {"input": "the data step's aclImdb (found by the [data] settings)"}
     p = Path(path)
     if not p.exists():
         return {"input": str(p), "missing": True}
@@ -213,13 +216,13 @@ def input_identity(path: str | None) -> dict:
             "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
 
 
-def _hash(recipe: Recipe, step: Step, input_path: str | None) -> str:
+def _hash(recipe: Recipe, step: Step, input_path: str | None, archive: str | None = None) -> str:
     settings = step.conf.to_dict()
     doc = {"kind": step.kind, "settings": {sec: settings[sec] for sec in KINDS[step.kind].sections},
            "needs": {role: ([recipe.step(r).hash for r in ref] if isinstance(ref, list) else recipe.step(ref).hash)
                      for role, ref in sorted(step.refs.items())}}
     if step.kind == "ingest":
-        doc["input"] = input_identity(input_path)
+        doc["input"] = input_identity(input_path, archive)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -185,3 +185,52 @@ def test_unlabelled_inputs_are_scored_not_quarantined(spark, data, run, tmp_path
     jl = write_jsonl(tmp_path / "in3" / "new.jsonl", [{"text": t} for t in texts])
     summary = S.score(spark, jl, str(run[0]), str(tmp_path / "s3"), "2026-03-01", small_conf(data["conf"]))
     assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (3, 3, 0)
+
+
+class _WidthSpy:
+    """Wraps a Keras model and records the width of every batch it is asked to predict."""
+
+    def __init__(self, model):
+        self.model, self.widths = model, []
+
+    def predict_on_batch(self, x):
+        self.widths.append(x.shape[1])
+        return self.model.predict_on_batch(x)
+
+
+def _cropped_vs_full(run_dir, texts):
+    import pandas as pd
+
+    run = S.check_run(str(run_dir))
+    cropped, full = S.KerasPredictor(run, 0), S.KerasPredictor(run, 0, crop=False)
+    assert cropped.crop and not full.crop
+    cropped.model = _WidthSpy(cropped.model)
+    a = pd.concat(list(S.predict_batches(iter([texts]), cropped, 16)))
+    b = pd.concat(list(S.predict_batches(iter([texts]), full, 16)))
+    assert a.index.equals(texts.index) and b.index.equals(texts.index)  # row order kept
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
+    return cropped.model.widths, run.maxlen
+
+
+@pytest.mark.integration
+def test_length_aware_inference_gives_the_same_probabilities(spark, data, run, tmp_path):
+    """Rows sorted by length and cropped to a multiple of 32 ids score exactly as full rows (a
+    masked, post-padded run), with an empty review and one longer than maxlen, in row order."""
+    import pandas as pd
+
+    from reviewpipe.encode import encode
+    from reviewpipe.train import train
+
+    rng = np.random.default_rng(0)
+    texts = data["texts"][N_TRAIN:N_TRAIN + 300] + ["", "great " * 3000]
+    texts = pd.Series([texts[i] for i in rng.permutation(len(texts))], index=rng.permutation(len(texts)) + 1000)
+    widths, maxlen = _cropped_vs_full(run[0], texts)  # post-padded, masked
+    assert maxlen == 120 and max(widths) == 120 and min(widths) < 120 and all(w % 32 == 0 or w == 120 for w in widths)
+
+    # a pre-padded run is unmasked (the trainer masks post-padded shards only): its padding steps
+    # change the state, so it is never cropped
+    pre = small_conf(data["conf"], "encode.padding=pre", "train.epochs=1")
+    encode(spark, str(data["root"] / "reviews"), str(data["root"] / "vocab"), str(tmp_path / "shards_pre"), pre)
+    train(str(tmp_path / "shards_pre"), str(data["root"] / "vocab"), str(tmp_path / "runs"), pre, run_id="raw",
+          verbose=0)
+    assert not S.KerasPredictor(S.check_run(str(tmp_path / "runs" / "raw")), 0).crop

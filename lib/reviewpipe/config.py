@@ -190,6 +190,8 @@ class ScoreConf:
     batch_size: int = _opt(512, min=1, doc="rows per model call inside the pandas UDF")
     arrow_batch_rows: int = _opt(2048, min=1, doc="rows per Arrow batch sent to a Python worker")
     tf_threads: int = _opt(1, min=0, doc="TF intra-op threads per Python worker; 0 = TF's default (all cores)")
+    length_aware: bool = _opt(True, doc="sort each Arrow batch by length and crop model batches to their longest "
+                                        "row (masked post-padded runs; same probabilities)")
     threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")
     max_text_bytes: int = _opt(8_388_608, min=1, doc="larger records are quarantined; the rest is truncated "
                                                         "to the run's maxlen by the tokenizer")

@@ -57,6 +57,7 @@ class ModelRun:
     maxlen: int
     padding: str
     truncating: str
+    masked: bool = False  # the model masks padding: a post-padded batch cropped to its longest row scores the same
 
 
 def check_run(run_dir: str, vocab_dir: str | None = None) -> ModelRun:
@@ -85,7 +86,7 @@ def check_run(run_dir: str, vocab_dir: str | None = None) -> ModelRun:
                              f"but --vocab {vocab_dir} is {given.fingerprint[:12]}…; score with the run's own "
                              f"vocabulary (omit --vocab) or a run trained on this one")
     return ModelRun(str(p.resolve()), meta["run_id"], run_vocab.fingerprint, int(meta["maxlen"]),
-                    meta["padding"], meta["truncating"])
+                    meta["padding"], meta["truncating"], bool(meta.get("masked", False)))
 
 
 def check_date(run_date: str) -> str:
@@ -102,12 +103,13 @@ def check_date(run_date: str) -> str:
 # worker side: one load per Python worker, batched inference
 
 _CACHE: dict[tuple, object] = {}
+CROP_STEP = 32  # length-aware batches are cropped to a multiple of this many ids
 
 
 class KerasPredictor:
     """Texts -> probabilities with the run's model and vocabulary (loaded once per process)."""
 
-    def __init__(self, run: ModelRun, tf_threads: int):
+    def __init__(self, run: ModelRun, tf_threads: int, crop: bool = True):
         from reviewpipe import native_logs
 
         native_logs.install()  # this Python worker's TensorFlow start-up lines
@@ -126,6 +128,13 @@ class KerasPredictor:
         vocab = load_vocab(None, f"{run.path}/{C.RUN_VOCAB}")
         self.run, self.tokens, self.spec = run, vocab.tokens, vocab.tokenizer
         self.model = keras.models.load_model(f"{run.path}/{C.RUN_MODEL}", compile=False)
+        # Only a masked, post-padded model ignores the columns past a row's last token; the
+        # trainer masks exactly those (an unmasked pre-padded model reads its padding).
+        self.crop = crop and run.masked and run.padding == "post"
+        if self.crop:  # the same layers and weights over a (None, None) input, for cropped batches
+            fixed = self.model
+            self.model = keras.models.clone_model(fixed, input_tensors=keras.Input((None,), dtype="int32", name=C.IDS))
+            self.model.set_weights(fixed.get_weights())
 
     def encode(self, texts) -> np.ndarray:
         from reviewpipe.encode import sequences
@@ -134,7 +143,17 @@ class KerasPredictor:
         values, lengths, _ = sequences(texts, self.tokens, self.spec)
         return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating)
 
+    def order(self, ids: np.ndarray) -> np.ndarray | None:
+        """Rows by length, so the batches cut from them are cropped short (masked runs only)."""
+        return np.argsort(np.count_nonzero(ids, axis=1), kind="stable") if self.crop else None
+
     def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if self.crop and len(ids):
+            # Length-aware inference: a masked model gives the same output without the padding
+            # columns. Widths are rounded up to CROP_STEP, so TF sees few distinct shapes.
+            longest = int(np.count_nonzero(ids, axis=1).max())
+            width = min(ids.shape[1], max(CROP_STEP, -(-longest // CROP_STEP) * CROP_STEP))
+            ids = ids[:, :width]
         return np.asarray(self.model.predict_on_batch(ids), dtype=np.float64)
 
 
@@ -153,6 +172,9 @@ def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterat
         ids = predictor.encode(pa.array(texts, pa.string()))
         if ids.shape[0] != len(texts):
             raise RuntimeError(f"tokenizer returned {ids.shape[0]} rows for {len(texts)} texts")
+        order = predictor.order(ids) if hasattr(predictor, "order") else None
+        if order is not None:  # batches of similar lengths; the probabilities go back in row order
+            ids = ids[order]
         parts = []
         for start in range(0, len(texts), batch_size):
             chunk = ids[start:start + batch_size]
@@ -162,6 +184,10 @@ def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterat
                                    f"({len(chunk)}, 1)")
             parts.append(out.reshape(-1))
         probs = np.concatenate(parts) if parts else np.zeros(0)
+        if order is not None:
+            unsorted = np.empty_like(probs)
+            unsorted[order] = probs
+            probs = unsorted
         yield pd.Series(probs.astype(np.float64), index=texts.index)
 
 
@@ -277,7 +303,8 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
     try:
         rows_in = records.count()
         if predictor_factory is None:  # reused across dates and jobs by the same Python worker
-            factory, key = (lambda: KerasPredictor(run, sc.tf_threads)), ("keras", run.path, sc.tf_threads)
+            factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
+            key = ("keras", run.path, sc.tf_threads, sc.length_aware)
         else:
             factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
         predict = make_udf(factory, key, sc.batch_size)
@@ -323,6 +350,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
             "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
             "batch_size": sc.batch_size, "arrow_batch_rows": sc.arrow_batch_rows, "tf_threads": sc.tf_threads,
+            "length_aware": sc.length_aware,
             "scored_at": scored_at.isoformat(), "output": part,
             "score_seconds": round(score_seconds, 2),
             "rows_per_second": round(n_scored / score_seconds, 1) if score_seconds else None,

@@ -104,11 +104,16 @@ train-ngram: $(STAMP) ## n-gram teacher (NB-weighted logistic regression) on $(I
 pseudo-label: $(STAMP) ## label unsup rows of $(SHARDS_OUT) with MODEL (default: newest run; several: their mean) -> $(PSEUDO_OUT) with split pseudo
 	$(PY) jobs/pseudo_label.py $(foreach r,$(LATEST_RUN),--run '$(r)') --shards $(SHARDS_OUT) --output $(PSEUDO_OUT) $(JOBARGS)
 
-train: $(STAMP) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ...")
-	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
+# WORKERS=N trains with N TensorFlow workers as one Spark barrier stage on MASTER
+# (spark-submit); without it the trainer runs in this process, without Spark.
+WORKERS ?=
+TRAINER  = $(if $(WORKERS),$(SUBMIT) jobs/train.py --workers $(WORKERS),$(PY) jobs/train.py)
 
-resume: $(STAMP) ## continue the latest unfinished run (or RUN_ID=...) from its last checkpoint
-	$(PY) jobs/train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --resume $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
+train: $(STAMP) $(if $(WORKERS),$(ZIP)) ## train Embedding->LSTM/GRU on $(SHARDS_OUT) into $(RUNS_DIR)/<run_id> (SET="model.cell=gru ..."; WORKERS=N MASTER=spark://... on a cluster)
+	$(TRAINER) --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
+
+resume: $(STAMP) $(if $(WORKERS),$(ZIP)) ## continue the latest unfinished run (or RUN_ID=...) from its last checkpoint (WORKERS=N as it trained)
+	$(TRAINER) --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --resume $(if $(RUN_ID),--run-id $(RUN_ID)) $(JOBARGS)
 
 compare: $(STAMP) ## train GRU and LSTM with the same settings; curves side by side + table in $(REPORT_DIR)
 	$(PY) jobs/compare.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --output $(RUNS_DIR) --report $(REPORT_DIR) $(JOBARGS)

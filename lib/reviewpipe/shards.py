@@ -115,12 +115,7 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     out_len = maxlen if 0 < maxlen < src_len else src_len
     padding, truncating = manifest.get("padding", "post"), manifest.get("truncating", "pre")
     splits = [split] if isinstance(split, str) else list(split)
-    files = [f for s in splits for f in split_files(shards_dir, manifest, s)]
-    if num_workers > 1:
-        if len(files) < num_workers:
-            raise ShardsError(f"{len(files)} {'+'.join(splits)} files cannot be shared by {num_workers} workers; "
-                              f"re-encode with a smaller encode.rows_per_file")
-        files = files[worker_index::num_workers]
+    files = worker_share(files_of(shards_dir, manifest, splits), num_workers, worker_index)
 
     def read(path, rg):
         return read_row_group(path.decode(), int(rg), src_len, labelled, out_len, padding, truncating)
@@ -145,6 +140,22 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def files_of(shards_dir: str | Path, manifest: dict, splits: Sequence[str]) -> list[str]:
+    """The files of several splits, in manifest order, as one list."""
+    return [f for s in splits for f in split_files(shards_dir, manifest, s)]
+
+
+def worker_share(files: list[str], num_workers: int, worker_index: int) -> list[str]:
+    """The files worker ``worker_index`` of ``num_workers`` reads: every num_workers-th one, so
+    the shares are disjoint and together are all the files."""
+    if num_workers <= 1:
+        return list(files)
+    if len(files) < num_workers:
+        raise ShardsError(f"{len(files)} files cannot be shared by {num_workers} workers; re-encode with a "
+                          f"smaller encode.rows_per_file")
+    return files[worker_index::num_workers]
 
 
 def split_rows(manifest: dict, split: str) -> int:

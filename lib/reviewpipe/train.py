@@ -276,6 +276,7 @@ class RunData:
     n_train: int
     n_val: int
     rows: dict
+    files: list  # the train files this worker reads (all of them on one machine)
 
 
 def plan_run(shards_dir: str, vocab_dir: str, conf: PipelineConf) -> RunPlan:
@@ -330,7 +331,7 @@ def make_data(plan: RunPlan, tc, hw: Hardware) -> RunData:
 
     shards_dir, manifest, fp = plan.shards_dir, plan.manifest, plan.vocab.fingerprint
     rows = {s: shards.split_rows(manifest, s) for s in manifest["splits"]}
-    train_files = [f for split in tc.splits for f in shards.split_files(shards_dir, manifest, split)]
+    train_files = shards.files_of(shards_dir, manifest, tc.splits)
     n_train = shards.labelled_rows(train_files)
     n_val = shards.labelled_rows(shards.split_files(shards_dir, manifest, C.VAL))
     global_batch = tc.batch_size * hw.strategy.num_replicas_in_sync
@@ -347,11 +348,15 @@ def make_data(plan: RunPlan, tc, hw: Hardware) -> RunData:
     val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False, vocab_fingerprint=fp,
                                  maxlen=plan.maxlen)
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n_val / val_batch)))
-    if hw.num_workers > 1:  # each worker already reads its own files
+    if hw.num_workers > 1:
+        # Each worker already reads its own train files, and evaluates the whole val split:
+        # every worker then gets the same val_loss (early stopping stays in step) and none
+        # runs out of val batches while another waits for it in an all-reduce.
         opts = tf.data.Options()
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        train_ds = train_ds.with_options(opts)
-    return RunData(train_ds, val_ds, steps, explicit_steps, global_batch, n_train, n_val, rows)
+        train_ds, val_ds = train_ds.with_options(opts), val_ds.with_options(opts)
+    share = shards.worker_share(train_files, hw.num_workers, hw.worker_index)
+    return RunData(train_ds, val_ds, steps, explicit_steps, global_batch, n_train, n_val, rows, share)
 
 
 def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, ckpt: Path, resume: bool):
@@ -377,6 +382,10 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
 
                 M.first_recurrent_layer(model).set_weights(rnn_weights(plan.encoder))
             M.compile_model(model, conf.train, data.steps)
+        if hw.num_workers > 1:
+            from reviewpipe.distributed import fit_keras_to_multi_worker
+
+            fit_keras_to_multi_worker(model, hw.strategy, plan.maxlen)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
     return model, layers, state, cudnn
@@ -396,6 +405,10 @@ def start_screen(run_dir: Path, resume: bool, state: dict, hw: Hardware, cudnn: 
         f"schedule   {data.steps} steps/epoch x {tc.epochs} epochs, batch {data.global_batch}, {tc.optimizer} "
         f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience "
         f"{tc.early_stopping_patience or 'off'}",
+        *([f"cluster    worker {hw.worker_index} of {hw.num_workers}{' (the chief: writes the run folder)' if not hw.worker_index else ''}; "
+           f"global batch {data.global_batch} = {tc.batch_size} per replica x {hw.strategy.num_replicas_in_sync} "
+           f"replicas; this worker reads {len(data.files)} train files; lr {tc.learning_rate} (not scaled "
+           f"by the workers)"] if hw.num_workers > 1 else []),
         f"model      {model.name}: {model.count_params():,} parameters; embedding {layers.vocab_rows} x "
         f"{layers.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
         f"-> {mc.pooling} pooling",
@@ -472,6 +485,7 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         "fit_seconds_this_process": round(fit_seconds, 2),
         "wall_seconds": round(sum(secs), 2),
         "device": hw.device, "strategy": hw.strategy_name, "precision": hw.precision, "cudnn": cudnn,
+        "workers": hw.num_workers, "replicas": hw.strategy.num_replicas_in_sync, "global_batch": data.global_batch,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
         "bidirectional": mc.bidirectional, "maxlen": plan.maxlen,
     }
@@ -490,11 +504,24 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
 
 
 def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *, run_id: str | None = None,
-          resume: bool = False, verbose: int | None = None) -> dict:
-    """Train one model into ``runs_dir/<run_id>`` and return its metrics."""
+          resume: bool = False, verbose: int | None = None, mirror: str | None = None) -> dict:
+    """Train one model into ``runs_dir/<run_id>`` and return its metrics.
+
+    ``mirror`` is for the non-chief workers of a multi-worker run (reviewpipe.barrier): they
+    run every step the chief runs (saving takes part in the collectives) but write into
+    ``mirror/<run_id>``, a folder nobody reads; resuming, they start from a copy of the
+    chief's run folder.
+    """
     t_start = time.perf_counter()
     plan = plan_run(shards_dir, vocab_dir, conf)
-    run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, plan.vocab.fingerprint, conf)
+    if mirror is None:
+        run_id, run_dir = _run_folder(Path(runs_dir), run_id, resume, plan.vocab.fingerprint, conf)
+    else:
+        if not run_id:
+            raise TrainError("a mirroring worker needs the chief's run id")
+        run_dir = Path(mirror) / run_id
+        if resume:
+            shutil.copytree(Path(runs_dir) / run_id, run_dir)
     ckpt = run_dir / C.RUN_CHECKPOINTS
 
     hw = start_hardware(conf.train)
@@ -509,7 +536,7 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     meta = {"run_id": run_id, "status": RUNNING, "vocab_fingerprint": plan.vocab.fingerprint,
             "shards": str(Path(shards_dir).resolve()), "vocab": str(Path(vocab_dir).resolve()),
             "maxlen": plan.maxlen, "padding": plan.padding, "truncating": plan.truncating, "masked": layers.masked,
-            "tokenizer": plan.vocab.tokenizer.to_dict(), "vocab_size": plan.vocab.size,
+            "tokenizer": plan.vocab.tokenizer.to_dict(), "vocab_size": plan.vocab.size, "workers": hw.num_workers,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_json(run_dir / C.RUN_META, meta)
     print(start_screen(run_dir, resume, state, hw, cudnn, layers, plan, data, conf, model), flush=True)

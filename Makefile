@@ -206,12 +206,13 @@ test: $(STAMP) ## unit + integration tests (real data from ../shared when presen
 test-slow: $(STAMP) ## the slow marked tests (full-corpus parity)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer input + memory); results in bench/results/*.json
+bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer input + memory; 1 vs 2 training workers); results in bench/results/*.json
 	$(PY) bench/bench_ingest.py --conf $(CONF)
 	@test -f $(INGEST_OUT)/ingest_summary.json || $(MAKE) --no-print-directory ingest
 	$(PY) bench/bench_vocab_encode.py --reviews $(INGEST_OUT)/reviews
 	@test -f $(SHARDS_OUT)/_manifest.json || $(MAKE) --no-print-directory prepare
 	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT)
+	$(PY) bench/bench_multiworker.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --conf $(CONF)
 
 bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)
 	@test -f $(W2V_OUT)/word2vec.json || $(MAKE) --no-print-directory pretrain

@@ -147,10 +147,16 @@ def _make_checkpointer(ckpt: Path, patience: int, state: dict):
 
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
+            self._steps_t0 = self._steps_t1 = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:  # the training steps' time, without the first (it traces) or val
+                self._steps_t0 = time.perf_counter()
 
         # SIGTERM only sets a flag (a signal handler that raises can land inside TF's own
         # Python code and come out as an unrelated error); it is acted on here, between batches.
         def on_train_batch_end(self, batch, logs=None):
+            self._steps_t1, self._steps = time.perf_counter(), batch
             _raise_if_terminated()
 
         def on_test_batch_end(self, batch, logs=None):
@@ -159,6 +165,9 @@ def _make_checkpointer(ckpt: Path, patience: int, state: dict):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             state["epoch_seconds"].append(round(time.perf_counter() - self._t0, 3))
+            if self._steps_t0 is not None:  # batches 1 .. self._steps
+                state.setdefault("step_seconds", []).append(
+                    round((self._steps_t1 - self._steps_t0) / self._steps, 5))
             val_loss = float(logs.get("val_loss", math.inf))
             if val_loss < state["best_val_loss"]:
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
@@ -484,6 +493,10 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         "examples_per_second": round(min(data.n_train, data.steps * data.global_batch) / epoch_s, 1) if epoch_s else None,
         "fit_seconds_this_process": round(fit_seconds, 2),
         "wall_seconds": round(sum(secs), 2),
+        # the last epoch's training steps (from its second to its last), without val
+        "step_seconds": state.get("step_seconds", [None])[-1],
+        "train_examples_per_second": (round(data.global_batch / state["step_seconds"][-1], 1)
+                                      if state.get("step_seconds") else None),
         "device": hw.device, "strategy": hw.strategy_name, "precision": hw.precision, "cudnn": cudnn,
         "workers": hw.num_workers, "replicas": hw.strategy.num_replicas_in_sync, "global_batch": data.global_batch,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,

@@ -127,8 +127,9 @@ score: $(STAMP) $(ZIP) ## score INPUT (any ingest format or a reviews table) wit
 	@test -n "$(INPUT)" || { echo "error: give INPUT=path (aclImdb dir/tarball, CSV, JSONL, Parquet or a reviews table)" >&2; exit 2; }
 	$(SUBMIT) jobs/score.py --input '$(INPUT)' $(if $(SPLITS),--splits $(SPLITS)) --run-date $(RUN_DATE) --output $(SCORES_OUT) $(SCOREARGS)
 
-score-pending: $(STAMP) $(ZIP) ## score every $(INCOMING)/date=YYYY-MM-DD without a _SUCCESS in $(SCORES_OUT), oldest first
-	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) --output $(SCORES_OUT) $(SCOREARGS)
+RESCORE ?=
+score-pending: $(STAMP) $(ZIP) ## score every $(INCOMING)/date=YYYY-MM-DD not yet scored into $(SCORES_OUT), oldest first (RESCORE=1: also dates whose files changed)
+	$(SUBMIT) jobs/score.py --pending --input $(INCOMING) --output $(SCORES_OUT) $(if $(RESCORE),--rescore-changed) $(SCOREARGS)
 
 COMMA := ,
 evaluate: $(STAMP) $(ZIP) ## score labelled INPUT (default: the val split; SPLITS=test for aclImdb's test) into $(EVAL_OUT) and print accuracy, ROC AUC, P/R/F1, confusion matrix

@@ -4,7 +4,8 @@ Input: any ingest format (aclImdb folder/tarball, CSV, JSONL, Parquet) or a revi
 Output: SCORES_DIR/run_date=YYYY-MM-DD (replaced on re-run), _SUCCESS, and under
 SCORES_DIR/_reports/run_date=.../ score_summary.json (+ metrics.json when labels exist).
 With --pending, INPUT is a landing folder of date=YYYY-MM-DD partitions and every date
-without a scored _SUCCESS is scored, in date order.  Exit 0 on success; 2 with one line on a
+not yet scored from what it holds now is scored, in date order (a date whose files changed
+after scoring is reported, and scored again with --rescore-changed).  Exit 0 on success; 2 with one line on a
 known failure; 1 on a crash.
 """
 
@@ -35,7 +36,10 @@ def _main(argv: Sequence[str]) -> int:
     parser.add_argument("--run-date", default=None, help="YYYY-MM-DD partition to (re)write (default: today, UTC)")
     parser.add_argument("--splits", default=None, help="only these splits of the input (e.g. val)")
     parser.add_argument("--pending", action="store_true",
-                        help="score every date=YYYY-MM-DD folder of --input that has no _SUCCESS in --output")
+                        help="score every date=YYYY-MM-DD folder of --input not yet scored from what it holds "
+                             "now (no _SUCCESS in --output); dates whose input changed since are reported")
+    parser.add_argument("--rescore-changed", action="store_true",
+                        help="with --pending: also score again the dates whose input changed since they were scored")
     args = parser.parse_args(argv)
     conf = cli.load_job_conf(args)
 
@@ -45,8 +49,13 @@ def _main(argv: Sequence[str]) -> int:
     run = S.check_run(args.model, args.vocab)  # refuse before Spark starts
     splits = [s for s in args.splits.split(",") if s] if args.splits else None
     if args.pending:
-        todo = S.pending_dates(args.input, args.output)
-        print(f"pending dates: {[d for d, _ in todo] or 'none'}", flush=True)
+        pending = S.pending_dates(args.input, args.output, args.rescore_changed)
+        todo = pending.todo
+        print(f"pending dates: {pending.new or 'none'}", flush=True)
+        if pending.changed:
+            print(f"changed since scored: {pending.changed} ("
+                  f"{'scoring them again' if args.rescore_changed else 'score them again with --rescore-changed, make score-pending RESCORE=1'})",
+                  flush=True)
     else:
         todo = [(S.check_date(args.run_date or datetime.now(timezone.utc).date().isoformat()), args.input)]
     if not todo:
@@ -57,7 +66,11 @@ def _main(argv: Sequence[str]) -> int:
                               vocab_dir=args.vocab, splits=splits)
             print(json.dumps({k: summary.get(k) for k in ("run_date", "rows_in", "rows_scored", "rows_quarantined",
                                                           "quarantined_by_reason", "rows_per_second", "metrics",
-                                                          "output")}), flush=True)
+                                                          "drift", "output")}), flush=True)
+            d = summary.get("drift")
+            if d:
+                print(f"drift      {run_date}: {'DRIFT' if d['drift'] else 'none'} (PSI length {d['psi_length']:.3f}, "
+                      f"probability {d['psi_probability']:.3f}; threshold {d['threshold']})", flush=True)
     return 0
 
 

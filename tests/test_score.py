@@ -26,7 +26,8 @@ class SumModel:
 
     def encode(self, texts):
         py = texts.to_pylist()
-        return np.array([[len(t), len(t.split())] for t in py], np.int64).reshape(-1, 2)
+        ids = np.array([[len(t), len(t.split())] for t in py], np.int64).reshape(-1, 2)
+        return ids, ids[:, 1], np.zeros(len(py), np.int64)  # ids, length (words), oov
 
     def __call__(self, ids):
         if self.bad_shape:
@@ -139,8 +140,10 @@ def test_pending_dates_are_the_unscored_ones_in_order(tmp_path):
     (tmp_path / "scores" / "run_date=2026-01-02" / "_SUCCESS").write_text("")
     (tmp_path / "scores" / "run_date=2026-01-03").mkdir(parents=True)  # started, never finished
     got = S.pending_dates(str(tmp_path / "incoming"), str(tmp_path / "scores"))
-    assert got == [("2026-01-01", str(tmp_path / "incoming" / "date=2026-01-01")),
-                   ("2026-01-03", str(tmp_path / "incoming" / "date=2026-01-03"))]
+    # 01-02 has a _SUCCESS but no summary naming its input: it counts as changed, not as scored
+    assert got.todo == [("2026-01-01", str(tmp_path / "incoming" / "date=2026-01-01")),
+                        ("2026-01-03", str(tmp_path / "incoming" / "date=2026-01-03"))]
+    assert (got.new, got.changed) == (["2026-01-01", "2026-01-03"], ["2026-01-02"])
 
 
 @pytest.mark.integration
@@ -205,8 +208,8 @@ def _cropped_vs_full(run_dir, texts):
     cropped, full = S.KerasPredictor(run, 0), S.KerasPredictor(run, 0, crop=False)
     assert cropped.crop and not full.crop
     cropped.model = _WidthSpy(cropped.model)
-    a = pd.concat(list(S.predict_batches(iter([texts]), cropped, 16)))
-    b = pd.concat(list(S.predict_batches(iter([texts]), full, 16)))
+    a = pd.concat(list(S.predict_batches(iter([texts]), cropped, 16)))[C.PROBABILITY]
+    b = pd.concat(list(S.predict_batches(iter([texts]), full, 16)))[C.PROBABILITY]
     assert a.index.equals(texts.index) and b.index.equals(texts.index)  # row order kept
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
     return cropped.model.widths, run.maxlen
@@ -234,3 +237,71 @@ def test_length_aware_inference_gives_the_same_probabilities(spark, data, run, t
     train(str(tmp_path / "shards_pre"), str(data["root"] / "vocab"), str(tmp_path / "runs"), pre, run_id="raw",
           verbose=0)
     assert not S.KerasPredictor(S.check_run(str(tmp_path / "runs" / "raw")), 0).crop
+
+
+@pytest.mark.integration
+def test_drift_figures_on_an_input_unlike_the_training_data(spark, data, run, tmp_path):
+    """Reviews of unknown words, far longer than the training reviews: exact OOV rate and length
+    quantiles, the training figures beside them, and the flag; the val reviews raise no flag."""
+    training = json.loads((run[0] / C.RUN_METRICS).read_text())["data_profile"]
+    assert training["rows"] == N_TRAIN and training["val_rows"] == 400
+    lengths = [600 + 10 * i for i in range(20)]
+    src = write_jsonl(tmp_path / "in" / "odd.jsonl", [{"text": " ".join(["zqxj"] * n)} for n in lengths])
+    s = S.score(spark, src, str(run[0]), str(tmp_path / "out"), "2026-04-01", small_conf(data["conf"]))
+    prof = s["profile"]
+    assert prof["rows"] == 20 and prof["oov_rate"] == 1.0
+    assert prof["length_quantiles"] == {f"p{int(q * 100)}": float(np.quantile(lengths, q)) for q in drift_q()}
+    assert prof["length_histogram"][-1] == 1.0  # all past the training lengths' last decile
+    assert s["training_profile"]["oov_rate"] == training["oov_rate"] < 0.2  # a 3,000-word vocabulary
+    assert s["drift"]["drift"] is True and s["drift"]["psi_length"] > 1
+    scored = spark.read.parquet(str(tmp_path / "out" / "run_date=2026-04-01")).toPandas()
+    assert sorted(scored[C.LENGTH]) == lengths and (scored[C.OOV] == scored[C.LENGTH]).all()
+
+    val = S.score(spark, str(data["root"] / "reviews"), str(run[0]), str(tmp_path / "out"), "2026-04-02",
+                  small_conf(data["conf"]), splits=[C.VAL])
+    assert val["profile"]["rows"] == 400 and val["drift"]["drift"] is False
+    assert val["drift"]["psi_probability"] < 0.01  # the same model on the same val rows as the trainer
+
+
+def drift_q():
+    from reviewpipe.drift import QUANTILES
+
+    return QUANTILES
+
+
+@pytest.mark.integration
+def test_a_date_is_scored_only_from_what_it_holds_now(spark, data, run, tmp_path):
+    """An evaluation never counts as scheduled scoring; a late file makes a scored date changed,
+    and it is scored again when asked."""
+    incoming, scores, evals = tmp_path / "incoming", tmp_path / "scores", tmp_path / "evaluations"
+    day = incoming / "date=2026-05-01"
+    write_jsonl(day / "a.jsonl", [{"text": t} for t in data["texts"][:30]])
+    conf = small_conf(data["conf"])
+    # the evaluation of the same day writes elsewhere (make evaluate's EVAL_OUT)
+    S.score(spark, str(data["root"] / "reviews"), str(run[0]), str(evals), "2026-05-01", conf, splits=[C.VAL])
+    pending = S.pending_dates(str(incoming), str(scores))
+    assert pending.todo == [("2026-05-01", str(day))] and pending.new == ["2026-05-01"]
+    s = S.score(spark, str(day), str(run[0]), str(scores), "2026-05-01", conf)
+    assert s["rows_scored"] == 30 and s["input_fingerprint"]["files"] == 1
+    assert S.pending_dates(str(incoming), str(scores)) == S.Pending([], [], [])
+    write_jsonl(day / "b.jsonl", [{"text": t} for t in data["texts"][30:40]])  # a late file
+    late = S.pending_dates(str(incoming), str(scores))
+    assert (late.todo, late.new, late.changed) == ([], [], ["2026-05-01"])
+    again = S.pending_dates(str(incoming), str(scores), rescore_changed=True)
+    assert again.todo == [("2026-05-01", str(day))]
+    s = S.score(spark, str(day), str(run[0]), str(scores), "2026-05-01", conf)
+    assert s["rows_scored"] == 40 and s["input_fingerprint"]["files"] == 2
+    assert S.pending_dates(str(incoming), str(scores)).changed == []
+
+
+def test_make_keeps_evaluations_apart_from_scheduled_scores():
+    import subprocess
+
+    from conftest import ROOT
+
+    def dry(target):
+        return subprocess.run(["make", "-n", target, "MODEL=artifacts/runs/x"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "--output data/work/evaluations" in dry("evaluate") and "data/work/scores" not in dry("evaluate")
+    assert "--pending --input data/incoming --output data/work/scores" in dry("score-pending")

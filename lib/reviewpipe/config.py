@@ -193,6 +193,8 @@ class ScoreConf:
     length_aware: bool = _opt(True, doc="sort each Arrow batch by length and crop model batches to their longest "
                                         "row (masked post-padded runs; same probabilities)")
     threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")
+    drift_threshold: float = _opt(0.2, min=0.0, doc="score_summary.json's drift flag: a PSI of the length or "
+                                                    "probability histogram against the training data above this")
     max_text_bytes: int = _opt(8_388_608, min=1, doc="larger records are quarantined; the rest is truncated "
                                                         "to the run's maxlen by the tokenizer")
 

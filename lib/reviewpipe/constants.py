@@ -105,7 +105,8 @@ MODEL_RUN = "model_run"
 VOCAB_FINGERPRINT = "vocab_fingerprint"
 SCORED_AT = "scored_at"
 RUN_DATE = "run_date"
-SCORE_COLUMNS = (REVIEW_ID, PROBABILITY, PREDICTED_LABEL, MODEL_RUN, VOCAB_FINGERPRINT, SCORED_AT)
+# LENGTH, OOV: the review's tokens before truncation and those outside the vocabulary (drift figures)
+SCORE_COLUMNS = (REVIEW_ID, PROBABILITY, PREDICTED_LABEL, LENGTH, OOV, MODEL_RUN, VOCAB_FINGERPRINT, SCORED_AT)
 SCORES_QUARANTINE = "_quarantine"   # leading _: Spark readers of the scores folder skip it
 SCORES_REPORTS = "_reports"
 SCORE_SUMMARY = "score_summary.json"

@@ -101,7 +101,7 @@ def run_check(shards: str, vocab: str, reviews: str, runs: str, conf: PipelineCo
     batches = [texts.iloc[i:i + rows] for i in range(0, len(texts), rows)]
     next(predict_batches(iter(batches[:1]), predictor, conf.score.batch_size))  # warm-up: tracing, kernels
     t0 = time.perf_counter()
-    probs = pd.concat(list(predict_batches(iter(batches), predictor, conf.score.batch_size)))
+    probs = pd.concat(list(predict_batches(iter(batches), predictor, conf.score.batch_size)))[C.PROBABILITY]
     seconds = time.perf_counter() - t0
     report["scoring"] = {"rows": len(texts), "seconds": round(seconds, 2),
                          "rows_per_second": round(len(texts) / seconds, 1), "mean_probability": round(float(np.mean(probs)), 5)}

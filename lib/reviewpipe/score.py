@@ -16,6 +16,7 @@ Re-running a date replaces that date's partition only (dynamic partition overwri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -38,7 +39,7 @@ from reviewpipe.vocab import VocabError, load_vocab
 log = logging.getLogger(__name__)
 
 SCORE_SCHEMA = (f"{C.REVIEW_ID} string, {C.PROBABILITY} double, {C.PREDICTED_LABEL} tinyint, "
-                f"{C.MODEL_RUN} string, {C.VOCAB_FINGERPRINT} string, {C.SCORED_AT} timestamp")
+                f"{C.LENGTH} int, {C.OOV} int, {C.MODEL_RUN} string, {C.VOCAB_FINGERPRINT} string, {C.SCORED_AT} timestamp")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -136,12 +137,14 @@ class KerasPredictor:
             self.model = keras.models.clone_model(fixed, input_tensors=keras.Input((None,), dtype="int32", name=C.IDS))
             self.model.set_weights(fixed.get_weights())
 
-    def encode(self, texts) -> np.ndarray:
+    def encode(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(padded ids, ids per text before truncation, words outside the vocabulary): the
+        shards' ``ids``, ``length`` and ``oov``."""
         from reviewpipe.encode import sequences
         from reviewpipe.tokenizer import pad_flat
 
-        values, lengths, _ = sequences(texts, self.tokens, self.spec)
-        return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating)
+        values, lengths, oov = sequences(texts, self.tokens, self.spec)
+        return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating), lengths, oov
 
     def order(self, ids: np.ndarray) -> np.ndarray | None:
         """Rows by length, so the batches cut from them are cropped short (masked runs only)."""
@@ -165,11 +168,12 @@ def cached(key: tuple, factory: Callable[[], object]):
 
 
 def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterator:
-    """The body of the Iterator pandas UDF: texts in, one probability per text out, checked."""
+    """The body of the Iterator pandas UDF: texts in; per text its probability, its length in
+    tokens and its OOV tokens out (a DataFrame, in the texts' order), checked."""
     import pyarrow as pa
 
     for texts in series_iter:
-        ids = predictor.encode(pa.array(texts, pa.string()))
+        ids, lengths, oov = predictor.encode(pa.array(texts, pa.string()))
         if ids.shape[0] != len(texts):
             raise RuntimeError(f"tokenizer returned {ids.shape[0]} rows for {len(texts)} texts")
         order = predictor.order(ids) if hasattr(predictor, "order") else None
@@ -188,15 +192,20 @@ def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterat
             unsorted = np.empty_like(probs)
             unsorted[order] = probs
             probs = unsorted
-        yield pd.Series(probs.astype(np.float64), index=texts.index)
+        yield pd.DataFrame({C.PROBABILITY: probs.astype(np.float64), C.LENGTH: np.asarray(lengths, np.int32),
+                            C.OOV: np.asarray(oov, np.int32)}, index=texts.index)
+
+
+UDF_SCHEMA = f"{C.PROBABILITY} double, {C.LENGTH} int, {C.OOV} int"
 
 
 def make_udf(factory: Callable[[], object], key: tuple, batch_size: int):
-    """An Iterator pandas UDF string -> double around ``factory`` (called once per worker)."""
+    """An Iterator pandas UDF string -> struct<probability, length, oov> around ``factory``
+    (called once per worker)."""
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("double")
-    def predict(series_iter: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    @pandas_udf(UDF_SCHEMA)
+    def predict(series_iter: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         yield from predict_batches(series_iter, cached(key, factory), batch_size)
 
     return predict
@@ -313,9 +322,11 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         cores = spark.sparkContext.defaultParallelism
         if good.rdd.getNumPartitions() < cores:  # inference dominates: give every core a share
             good = good.repartition(cores)
-        scores = (good.select(C.REVIEW_ID, predict(C.TEXT).alias(C.PROBABILITY))
+        scores = (good.select(C.REVIEW_ID, predict(C.TEXT).alias("out"))
+                  .select(C.REVIEW_ID, "out.*")
                   .select(C.REVIEW_ID, C.PROBABILITY,
                           (F.col(C.PROBABILITY) >= sc.threshold).cast("tinyint").alias(C.PREDICTED_LABEL),
+                          C.LENGTH, C.OOV,
                           F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
                           F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
                           F.lit(run_date).alias(C.RUN_DATE)))
@@ -345,7 +356,8 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         if dupes:
             raise ScoreError(f"{dupes} duplicate review_ids in {part}")
         summary = {
-            "run_date": run_date, "input": str(input_path), "format": in_fmt, "splits": list(splits or []),
+            "run_date": run_date, "input": str(input_path), "input_fingerprint": input_fingerprint(input_path),
+            "format": in_fmt, "splits": list(splits or []),
             "rows_in": rows_in, "rows_scored": n_scored, "rows_quarantined": n_bad,
             "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
             "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
@@ -364,6 +376,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))
             storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
             summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
+        summary.update(watch(written, run, sc.drift_threshold))
         summary["seconds"] = round(time.time() - started, 2)
         storage.write_json(spark, f"{reports}/{C.SCORE_SUMMARY}", summary)
         storage.write_text(spark, f"{part}/_SUCCESS", "")
@@ -372,15 +385,75 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         records.unpersist()
 
 
-def pending_dates(input_root: str, out_dir: str) -> list[tuple[str, str]]:
-    """(date, folder) of every ``date=YYYY-MM-DD`` input partition without a scored ``_SUCCESS``."""
+def watch(written, run: ModelRun, threshold: float) -> dict:
+    """The figures a nightly job watches (reviewpipe.drift): this date's OOV rate, lengths and
+    share predicted positive, the run's training figures beside them, the PSIs and the flag."""
+    from reviewpipe import drift
+
+    metrics_path = Path(run.path) / C.RUN_METRICS
+    training = json.loads(metrics_path.read_text(encoding="utf-8")).get("data_profile") \
+        if metrics_path.is_file() else None
+    if not training:
+        return {"profile": None, "drift": None,
+                "drift_note": f"run {run.run_id} has no data_profile in metrics.json (trained before it was recorded)"}
+    scored = drift.scored_profile(written, training, (C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV))
+    if not scored["rows"]:
+        return {"profile": scored, "drift": None, "drift_note": "no rows scored"}
+    keep = ("rows", "oov_rate", "length_quantiles", "share_positive")
+    return {"profile": scored, "training_profile": {k: training[k] for k in keep},
+            "drift": drift.compare(training, scored, threshold)}
+
+
+def input_fingerprint(path: str) -> dict | None:
+    """Names, sizes and modification times of the input's files, hashed (local paths only;
+    None for other filesystems).  A date whose input changes after it was scored shows up in
+    :func:`pending_dates` as changed."""
+    local = storage.local_path(str(path))
+    if local is None or not Path(local).exists():
+        return None
+    root = Path(local)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h, total = hashlib.sha256(), 0
+    for f in files:
+        st = f.stat()
+        rel = f.name if f == root else f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        total += st.st_size
+    return {"files": len(files), "bytes": total, "sha256": h.hexdigest()}
+
+
+@dataclass(frozen=True)
+class Pending:
+    todo: list  # (date, folder) to score now, oldest first
+    new: list  # dates never scored (or not finished)
+    changed: list  # dates scored from other input than the folder holds now
+
+
+def pending_dates(input_root: str, out_dir: str, rescore_changed: bool = False) -> Pending:
+    """Every ``date=YYYY-MM-DD`` input partition that is not scored from what it holds now.
+
+    A date counts as scored when its ``_SUCCESS`` exists and its summary names the same input
+    folder with the same fingerprint (:func:`input_fingerprint`).  A date whose input changed
+    after scoring (a late file) is reported as changed, and scored again with ``rescore_changed``.
+    """
     root = Path(input_root)
     if not root.is_dir():
         raise ScoreError(f"--input {input_root!r} is not a folder of date=YYYY-MM-DD partitions")
-    found = []
+    todo, new, changed = [], [], []
     for d in sorted(root.iterdir()):
         m = re.fullmatch(r"date=(\d{4}-\d{2}-\d{2})", d.name)
-        if m and d.is_dir():
-            if not (Path(out_dir) / f"{C.RUN_DATE}={m.group(1)}" / "_SUCCESS").is_file():
-                found.append((check_date(m.group(1)), str(d)))
-    return found
+        if not (m and d.is_dir()):
+            continue
+        day = check_date(m.group(1))
+        if not (Path(out_dir) / f"{C.RUN_DATE}={day}" / "_SUCCESS").is_file():
+            new.append(day)
+            todo.append((day, str(d)))
+            continue
+        summary_path = Path(out_dir) / C.SCORES_REPORTS / f"{C.RUN_DATE}={day}" / C.SCORE_SUMMARY
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+        same_input = summary.get("input") and Path(summary["input"]).resolve() == d.resolve()
+        if not (same_input and summary.get("input_fingerprint") == input_fingerprint(str(d))):
+            changed.append(day)
+            if rescore_changed:
+                todo.append((day, str(d)))
+    return Pending(todo, new, changed)

@@ -509,11 +509,30 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         metrics["encoder_init"] = {"source": mc.encoder_init, "lm_epochs": plan.lm_spec.get("epochs"),
                                    "lm_val_perplexity": plan.lm_spec.get("val_perplexity"),
                                    "lm_embedding_init": plan.lm_spec.get("embedding_init")}
+    metrics["data_profile"] = data_profile(plan, tc, run_dir / C.RUN_MODEL, data.val_ds, conf.score.threshold)
     if tc.word_pairs:
         metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, plan.pretrained, tc.seed,
                                                 "language_model" if plan.lm_spec is not None else "word2vec")
     _write_json(run_dir / C.RUN_METRICS, metrics)
     return metrics
+
+
+def data_profile(plan: RunPlan, tc, model_path: Path, val_ds, threshold: float) -> dict:
+    """What the model learnt from, for the scoring job's drift figures (reviewpipe.drift): the
+    training rows' lengths and OOV counts (from the shards' columns) and the saved model's
+    probabilities on val."""
+    import keras
+    import pyarrow.parquet as pq
+
+    from reviewpipe import drift
+
+    parts = [pq.read_table(f, columns=[C.LENGTH, C.OOV]) for f in shards.files_of(plan.shards_dir, plan.manifest,
+                                                                                tc.splits)]
+    lengths = np.concatenate([t.column(C.LENGTH).to_numpy() for t in parts])
+    oov = np.concatenate([t.column(C.OOV).to_numpy() for t in parts])
+    model = keras.models.load_model(model_path, compile=False)  # a plain copy, outside any strategy
+    probs = np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in val_ds] or [np.zeros(0)])
+    return drift.training_profile(lengths, oov, probs, threshold)
 
 
 def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *, run_id: str | None = None,

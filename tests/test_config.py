@@ -90,3 +90,13 @@ def test_experiment_confs_load_and_presets_apply():
     assert (seed.model.units, seed.model.embedding_dim, seed.train.maxlen, seed.train.optimizer) == (32, "32", 200, "rmsprop")
     bigru = load_conf(None, ["model.cell=gru", "model.bidirectional=true"])
     assert bigru.model.bidirectional and bigru.model.units == 64 and bigru.model.preset == "default"
+
+
+def test_spark_defaults_resolve_from_another_folder_or_warn(tmp_path, monkeypatch, caplog):
+    from reviewpipe.session import CHECKOUT, defaults_path
+
+    monkeypatch.chdir(tmp_path)  # a job started outside the checkout
+    assert defaults_path(load_conf(None, [])) == CHECKOUT / "conf" / "spark-defaults.conf"
+    with caplog.at_level("WARNING"):
+        assert defaults_path(load_conf(None, ["spark.defaults_file=nowhere/spark.conf"])) is None
+    assert "spark.defaults_file nowhere/spark.conf not found" in caplog.text

@@ -1,8 +1,9 @@
-"""Two TensorFlow workers train one model as a Spark barrier stage on a local cluster.
+"""Jobs on separate executor processes: two TensorFlow workers train one model as a Spark
+barrier stage, and scoring survives a lost executor.
 
 ``local-cluster[2,1,1024]`` is Spark's own cluster on loopback: a master and two workers in
-the driver's JVM and two separate executor processes, each running one training worker.
-The jobs run as subprocesses (a second SparkContext cannot share this test process).
+the driver's JVM and two separate executor processes (one training worker each).  The jobs
+run as subprocesses (a second SparkContext cannot share this test process).
 """
 
 from __future__ import annotations
@@ -131,3 +132,53 @@ def test_a_lost_executor_fails_the_stage_clearly_and_resume_finishes_the_run(dat
     assert [int(r.split(",")[0]) for r in history] == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / C.RUN_META).read_text())["status"] == "complete"
     assert not (run_dir / C.RUN_CHECKPOINTS).exists()
+
+
+def test_scoring_survives_a_lost_executor_with_the_same_scores(data, run, tmp_path):
+    """An executor killed mid-scoring on local-cluster: Spark retries its tasks, the job
+    succeeds, and the scores equal a run without the fault (no row lost or doubled)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from conftest import IMDB_CSV
+
+    src = tmp_path / "in.csv"
+    pd.read_csv(IMDB_CSV, nrows=6000).to_csv(src, index=False)
+
+    def score(out: Path, master: str) -> subprocess.Popen:
+        args = [sys.executable, str(ROOT / "jobs" / "score.py"), "--master", master, "--input", str(src),
+                "--model", str(run[0]), "--output", str(out), "--run-date", "2026-06-01",
+                "--set", f"spark.defaults_file={data['conf'].spark.defaults_file}",
+                "--set", "score.batch_size=4", "--set", "score.arrow_batch_rows=64"]
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+        return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    faulty = score(tmp_path / "faulty", MASTER)
+    deadline = time.monotonic() + 300
+    loaded = []
+    while not loaded and faulty.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # an executor whose Python worker has loaded the model is scoring
+        loaded = [p for p in tmp_path.glob("app-*/*/stderr") if "loaded model run" in p.read_text(errors="replace")]
+    assert loaded and faulty.poll() is None, faulty.communicate()[1][-3000:]
+    executor_id = loaded[0].parent.name
+    victims = [p for p in _children(faulty.pid)
+               if b"CoarseGrainedExecutorBackend" in (cmd := Path(f"/proc/{p}/cmdline").read_bytes())
+               and cmd.split(b"\0")[cmd.split(b"\0").index(b"--executor-id") + 1] == executor_id.encode()]
+    assert len(victims) == 1
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = faulty.communicate(timeout=400)
+    assert faulty.returncode == 0, err[-3000:]
+    assert "Lost executor" in err or "ExecutorLostFailure" in err
+
+    clean = score(tmp_path / "clean", "local[2]")
+    _, err = clean.communicate(timeout=400)
+    assert clean.returncode == 0, err[-3000:]
+    cols = [C.REVIEW_ID, C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV]
+    got, want = ((pq.read_table(tmp_path / name / "run_date=2026-06-01", columns=cols).to_pandas()
+                  .sort_values(C.REVIEW_ID).reset_index(drop=True)) for name in ("faulty", "clean"))
+    assert len(got) == 6000 and got[C.REVIEW_ID].is_unique
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-6)
+    summary = json.loads((tmp_path / "faulty" / C.SCORES_REPORTS / "run_date=2026-06-01" / C.SCORE_SUMMARY)
+                         .read_text())
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (6000, 6000, 0)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -105,6 +107,7 @@ def check_date(run_date: str) -> str:
 
 _CACHE: dict[tuple, object] = {}
 CROP_STEP = 32  # length-aware batches are cropped to a multiple of this many ids
+MODEL_LOADED = "reviewpipe score: loaded model run"
 
 
 class KerasPredictor:
@@ -114,6 +117,7 @@ class KerasPredictor:
         from reviewpipe import native_logs
 
         native_logs.install()  # this Python worker's TensorFlow start-up lines
+        t0 = time.perf_counter()
         import tensorflow as tf
 
         if tf_threads:
@@ -136,6 +140,9 @@ class KerasPredictor:
             fixed = self.model
             self.model = keras.models.clone_model(fixed, input_tensors=keras.Input((None,), dtype="int32", name=C.IDS))
             self.model.set_weights(fixed.get_weights())
+        # one line per load in the executor's stderr: how many workers loaded the run, and how long it took
+        print(f"{MODEL_LOADED} {run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()})",
+              file=sys.stderr, flush=True)
 
     def encode(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(padded ids, ids per text before truncation, words outside the vocabulary): the
@@ -309,8 +316,16 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
 
     records, in_fmt = read_input(spark, input_path, fmt, conf, splits)
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    phases, mark = {}, [time.time()]
+
+    def lap(name: str) -> None:  # where the job's time goes, in score_summary.json
+        now = time.time()
+        phases[name] = round(now - mark[0], 2)
+        mark[0] = now
+
     try:
         rows_in = records.count()
+        lap("read_and_count")
         if predictor_factory is None:  # reused across dates and jobs by the same Python worker
             factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
             key = ("keras", run.path, sc.tf_threads, sc.length_aware)
@@ -333,6 +348,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         bad = records.filter(F.col("reason").isNotNull())
         by_reason = {r["reason"]: r["n"] for r in bad.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         n_bad = sum(by_reason.values())
+        lap("quarantine_count")
         t_score = time.time()
         if rows_in > n_bad:
             scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
@@ -340,12 +356,14 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             storage.delete(spark, part)
             storage.mkdirs(spark, part)
         score_seconds = time.time() - t_score
+        lap("score_and_write")
         excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
         bad = bad.select(
             C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
             F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
         bad.coalesce(1).write.mode("overwrite").parquet(f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}")
+        lap("quarantine_write")
 
         written = spark.read.schema(SCORE_SCHEMA).parquet(part)
         n_scored = written.count()
@@ -355,6 +373,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         dupes = n_scored - written.select(C.REVIEW_ID).distinct().count()
         if dupes:
             raise ScoreError(f"{dupes} duplicate review_ids in {part}")
+        lap("read_back_and_reconcile")
         summary = {
             "run_date": run_date, "input": str(input_path), "input_fingerprint": input_fingerprint(input_path),
             "format": in_fmt, "splits": list(splits or []),
@@ -376,7 +395,10 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))
             storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
             summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
+        lap("metrics")
         summary.update(watch(written, run, sc.drift_threshold))
+        lap("drift")
+        summary["phase_seconds"] = phases
         summary["seconds"] = round(time.time() - started, 2)
         storage.write_json(spark, f"{reports}/{C.SCORE_SUMMARY}", summary)
         storage.write_text(spark, f"{part}/_SUCCESS", "")

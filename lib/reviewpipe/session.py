@@ -40,14 +40,30 @@ def read_spark_defaults(path: str | Path) -> dict[str, str]:
     return out
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # lib/reviewpipe/ -> the project root (a checkout)
+
+
+def defaults_path(conf: PipelineConf) -> Path | None:
+    """``spark.defaults_file`` as given, else relative to the checkout (a job started from
+    another folder), else None (with a warning: Spark's own defaults then apply)."""
+    given = Path(conf.spark.defaults_file)
+    for candidate in (given, *(() if given.is_absolute() else (CHECKOUT / given,))):
+        if candidate.is_file():
+            return candidate
+    log.warning("spark.defaults_file %s not found (working folder %s); the session uses Spark's own defaults",
+                conf.spark.defaults_file, os.getcwd())
+    return None
+
+
 def driver_java_options(conf: PipelineConf) -> list[str]:
     """Driver JVM flags for a session this process starts: the log4j2 file beside the
     spark-defaults file, and the class-data archive that ``make setup`` builds."""
     from reviewpipe import jvm_cds
 
     opts = []
-    log4j = Path(conf.spark.defaults_file).with_name("log4j2.properties")
-    if log4j.is_file():
+    defaults = defaults_path(conf)
+    log4j = defaults.with_name("log4j2.properties") if defaults else None
+    if log4j and log4j.is_file():
         opts.append(f"-Dlog4j2.configurationFile={log4j.resolve().as_uri()}")
     return opts + jvm_cds.java_options()
 
@@ -80,7 +96,8 @@ def build_session(conf: PipelineConf, master: str | None = None,
     else:
         builder = builder.master(master or DEFAULT_MASTER)
 
-    settings = read_spark_defaults(conf.spark.defaults_file)
+    defaults = defaults_path(conf)
+    settings = read_spark_defaults(defaults) if defaults else {}
     if "spark.driver.extraJavaOptions" not in settings:
         settings["spark.driver.extraJavaOptions"] = " ".join(driver_java_options(conf))
     settings["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(conf.spark.arrow_batch_rows)

@@ -1,0 +1,231 @@
+"""Scoring benchmark: where the scoring job's time goes, against direct predict, side by side.
+
+On the labelled reviews (a CSV of raw text, 25,000 by default, and the same reviews 4 times
+over, 100,000, each copy made distinct), with one model run, one after the other in this run:
+
+  anchor     in-process: the job's own tokenizer and length-aware batching (Arrow batches of
+             score.arrow_batch_rows sorted by length, model batches of score.batch_size
+             cropped to their longest row), TensorFlow on all cores, no Spark
+  job        jobs/score.py through spark-submit on local[2]: the whole job (spark-submit to
+             exit), its UDF phase (scoring and writing) and its other phases
+  baseline   the same job from the code the scoring issue measured (--baseline-ref, a git
+             worktree), on the same input and model: the whole-job target is >= 2x
+  per-row    a plain Python UDF calling the model once per row, on a sample, extrapolated
+  cluster    the job on local-cluster[N,1,2048] (N executor processes, one core each), N = 1, 2
+
+Prints rows/s and the ratios the issue names, the model loads per worker (from the
+executors' stderr) and the job's phases.  Writes bench/results/score.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, write_results
+
+from reviewpipe import constants as C
+
+DEFAULT_CSV = ROOT.parent / "shared" / "datasets" / "imdb_train_reviews.csv.gz"
+BASELINE_REF = "9494418"  # the scoring job as issue 18 measured it (before label-optional input)
+PER_ROW_SAMPLE = 300
+
+
+def write_inputs(csv_path: Path, tmp: Path, copies: int) -> tuple[Path, int, Path, int]:
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    small = tmp / "reviews_25k.csv"
+    df.to_csv(small, index=False)
+    # distinct copies: a duplicate text would be quarantined as a duplicate, not scored
+    big = pd.concat([df.assign(review=df["review"] + (f" copy{i}" if i else "")) for i in range(copies)])
+    large = tmp / f"reviews_{copies * len(df) // 1000}k.csv"
+    big.to_csv(large, index=False)
+    return small, len(df), large, len(big)
+
+
+def anchor(run_dir: str, csv_path: Path, conf) -> dict:
+    """Direct in-process predict with the job's tokenizer and batching; TF on all cores."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from reviewpipe import score as S
+
+    texts = pd.read_csv(csv_path)["review"]
+    t0 = time.perf_counter()
+    predictor = S.KerasPredictor(S.check_run(run_dir), 0, conf.score.length_aware)
+    load = time.perf_counter() - t0
+    step, bs = conf.score.arrow_batch_rows, conf.score.batch_size
+    predictor(predictor.encode(pa.array(texts[:bs], pa.string()))[0])  # warm-up: tracing
+    t_tok = t_pred = 0.0
+    out = []
+    for start in range(0, len(texts), step):
+        t = time.perf_counter()
+        ids = predictor.encode(pa.array(texts[start:start + step], pa.string()))[0]
+        order = predictor.order(ids)
+        ids = ids[order] if order is not None else ids
+        t_tok += time.perf_counter() - t
+        t = time.perf_counter()
+        probs = np.concatenate([predictor(ids[b:b + bs]).reshape(-1) for b in range(0, len(ids), bs)])
+        t_pred += time.perf_counter() - t
+        if order is not None:
+            back = np.empty_like(probs)
+            back[order] = probs
+            probs = back
+        out.append(probs)
+    rows = len(texts)
+    return {"rows": rows, "model_load_seconds": round(load, 2), "tokenize_seconds": round(t_tok, 2),
+            "predict_seconds": round(t_pred, 2), "rows_per_second": round(rows / (t_tok + t_pred), 1),
+            "mean_probability": round(float(np.concatenate(out).mean()), 6)}
+
+
+def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path: Path, model: str, out: Path,
+        cwd: Path) -> dict:
+    """jobs/score.py of ``code_root`` through spark-submit; the whole job timed from outside."""
+    venv = ROOT / ".venv" / "bin"
+    cds = subprocess.run([str(venv / "python"), "-m", "reviewpipe.jvm_cds", "options"], capture_output=True,
+                         text=True, cwd=ROOT).stdout.strip()
+    cmd = [str(venv / "spark-submit"), "--master", master, "--py-files", str(zip_path), "--driver-java-options",
+           f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'} {cds}",
+           str(code_root / "jobs" / "score.py"), "--input", str(csv_path), "--model", model,
+           "--output", str(out), "--run-date", "2026-01-01", "--conf", str(conf_file),
+           "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}"]  # cwd is a scratch folder
+    env = {**os.environ, "PYSPARK_PYTHON": str(venv / "python"), "PYSPARK_DRIVER_PYTHON": str(venv / "python")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"scoring job failed ({master}, {code_root}):\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / C.SCORES_REPORTS / "run_date=2026-01-01" / C.SCORE_SUMMARY).read_text())
+    loads = re.findall(r"reviewpipe score: loaded model run \S+ in ([0-9.]+) s", proc.stderr)
+    rows = summary["rows_scored"]
+    return {"master": master, "rows": rows, "wall_seconds": round(wall, 2), "job_rows_per_second": round(rows / wall, 1),
+            "score_seconds": summary["seconds"], "udf_phase_seconds": summary["score_seconds"],
+            "udf_phase_rows_per_second": summary["rows_per_second"], "phases": summary.get("phase_seconds"),
+            "model_loads": len(loads) if loads else None, "model_load_seconds": [float(x) for x in loads]}
+
+
+PER_ROW = r'''
+import sys, time, json
+sys.path.insert(0, {lib!r})
+import pandas as pd
+from pyspark.sql import functions as F
+from reviewpipe.config import load_conf
+from reviewpipe.session import build_session
+from reviewpipe import score as S
+run = S.check_run({model!r})
+spark = build_session(load_conf(None, []), "local[2]")
+texts = pd.read_csv({csv!r})["review"][:{n}].tolist()
+df = spark.createDataFrame([(str(i), t) for i, t in enumerate(texts)], "review_id string, text string").repartition(2)
+
+def one(text):  # the model called once per row (the predictor itself is cached per worker)
+    import numpy as np, pyarrow as pa
+    p = S.cached(("per-row", run.path), lambda: S.KerasPredictor(run, 1, False))
+    ids = p.encode(pa.array([text], pa.string()))[0]
+    return float(np.asarray(p(ids)).reshape(-1)[0])
+
+udf = F.udf(one, "double")
+df.select(udf("text").alias("p")).limit(4).collect()  # the workers load the model first
+t = time.perf_counter()
+n = df.select(udf("text").alias("p")).write.mode("overwrite").format("noop").save()
+print(json.dumps({{"rows": len(texts), "seconds": time.perf_counter() - t}}))
+'''
+
+
+def per_row(model: str, csv_path: Path, tmp: Path) -> dict:
+    script = tmp / "per_row.py"
+    script.write_text(PER_ROW.format(lib=str(ROOT / "lib"), model=model, csv=str(csv_path), n=PER_ROW_SAMPLE))
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"per-row UDF failed:\n{proc.stderr[-3000:]}")
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"sample_rows": got["rows"], "seconds": round(got["seconds"], 2),
+            "rows_per_second": round(got["rows"] / got["seconds"], 1)}
+
+
+def zip_of(code_root: Path, tmp: Path, name: str) -> Path:
+    import zipfile
+
+    path = tmp / f"{name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted((code_root / "lib" / "reviewpipe").rglob("*.py")):
+            z.write(p, p.relative_to(code_root / "lib"))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a complete model run (the default model)")
+    ap.add_argument("--csv", default=str(DEFAULT_CSV))
+    ap.add_argument("--copies", type=int, default=4, help="the large input: the CSV this many times over")
+    ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the previous scoring job ('' skips)")
+    ap.add_argument("--skip-cluster", action="store_true")
+    args = ap.parse_args()
+    from reviewpipe.config import load_conf
+
+    conf = load_conf(ROOT / "conf" / "pipeline.toml")
+    model = str(Path(args.model).resolve())
+    res: dict = {"model": model}
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as t:
+        tmp = Path(t)
+        small, n_small, large, n_large = write_inputs(Path(args.csv), tmp, args.copies)
+        here = zip_of(ROOT, tmp, "current")
+        conf_file = ROOT / "conf" / "pipeline.toml"
+        res["anchor"] = anchor(model, small, conf)
+        print(f"anchor (direct predict, {n_small:,} rows)   {res['anchor']['rows_per_second']:8.1f} rows/s  "
+              f"tokenize {res['anchor']['tokenize_seconds']} s, predict {res['anchor']['predict_seconds']} s", flush=True)
+        res["job"] = job(ROOT, here, conf_file, "local[2]", small, model, tmp / "s25", tmp)
+        print(f"job local[2], {n_small:,} rows           {res['job']['job_rows_per_second']:8.1f} rows/s whole job; "
+              f"UDF phase {res['job']['udf_phase_rows_per_second']} rows/s; phases {res['job']['phases']}", flush=True)
+        if args.baseline_ref:
+            old = tmp / "baseline"
+            subprocess.run(["git", "worktree", "add", "-f", "--detach", str(old), args.baseline_ref], cwd=ROOT,
+                           check=True, capture_output=True)
+            try:
+                res["baseline"] = job(old, zip_of(old, tmp, "baseline"), old / "conf" / "pipeline.toml", "local[2]",
+                                      small, model, tmp / "s25-old", tmp)
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
+            res["baseline"]["ref"] = args.baseline_ref
+            print(f"baseline {args.baseline_ref}, {n_small:,} rows        {res['baseline']['job_rows_per_second']:8.1f} "
+                  f"rows/s whole job; UDF phase {res['baseline']['udf_phase_rows_per_second']} rows/s", flush=True)
+        res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp)
+        print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
+              f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
+        res["per_row"] = per_row(model, small, tmp)
+        print(f"row-at-a-time UDF, {PER_ROW_SAMPLE} rows       {res['per_row']['rows_per_second']:8.1f} rows/s "
+              f"(25k extrapolated: {n_small / res['per_row']['rows_per_second']:.0f} s)", flush=True)
+        if not args.skip_cluster:
+            for n in (1, 2):
+                key = f"cluster_{n}"
+                res[key] = job(ROOT, here, conf_file, f"local-cluster[{n},1,2048]", small, model, tmp / key, tmp)
+                print(f"local-cluster, {n} worker(s), {n_small:,}   {res[key]['job_rows_per_second']:8.1f} rows/s whole "
+                      f"job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s; model loads {res[key]['model_loads']}",
+                      flush=True)
+    a, j = res["anchor"]["rows_per_second"], res["job"]
+    ratios = {"udf_phase_vs_anchor": round(j["udf_phase_rows_per_second"] / a, 3),
+              "udf_phase_vs_per_row": round(j["udf_phase_rows_per_second"] / res["per_row"]["rows_per_second"], 1),
+              "whole_job_vs_anchor": round(j["job_rows_per_second"] / a, 3)}
+    if "baseline" in res:
+        ratios["whole_job_vs_baseline"] = round(j["job_rows_per_second"] / res["baseline"]["job_rows_per_second"], 3)
+        ratios["udf_phase_vs_baseline"] = round(j["udf_phase_rows_per_second"] /
+                                                res["baseline"]["udf_phase_rows_per_second"], 3)
+    if "cluster_1" in res:
+        ratios["cluster_2_vs_1"] = round(res["cluster_2"]["job_rows_per_second"] / res["cluster_1"]["job_rows_per_second"], 3)
+    res["ratios"] = ratios
+    print("\nratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items())
+          + "\ntargets: udf_phase_vs_anchor >= 0.8, udf_phase_vs_per_row >= 10, whole_job_vs_baseline >= 2")
+    write_results("score", res)
+
+
+if __name__ == "__main__":
+    main()

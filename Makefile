@@ -35,11 +35,14 @@ ZIP          := dist/reviewpipe.zip
 PYTEST_ARGS  ?=
 
 # Jobs run through spark-submit with the package shipped as --py-files; executors use the
-# venv's interpreter (PYSPARK_PYTHON), so pandas/pyarrow are importable there.
+# venv's interpreter (PYSPARK_PYTHON), so pandas/pyarrow are importable there.  The
+# properties file goes to spark-submit itself: settings read when the driver JVM starts
+# (spark.driver.memory) cannot be set later from the job's SparkSession builder.
+SPARK_DEFAULTS ?= conf/spark-defaults.conf
 export PYSPARK_PYTHON        := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # The driver JVM maps the class-data archive that setup builds (reviewpipe.jvm_cds), if any.
-SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --py-files $(ZIP) \
+SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --properties-file $(SPARK_DEFAULTS) --py-files $(ZIP) \
            --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) $$($(PY) -m reviewpipe.jvm_cds options)"
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted

@@ -88,24 +88,30 @@ def anchor(run_dir: str, csv_path: Path, conf) -> dict:
 
 
 def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path: Path, model: str, out: Path,
-        cwd: Path) -> dict:
-    """jobs/score.py of ``code_root`` through spark-submit; the whole job timed from outside."""
+        cwd: Path, properties: bool = True) -> dict:
+    """jobs/score.py of ``code_root`` through spark-submit, as its Makefile launches it (the
+    current one passes conf/spark-defaults.conf as --properties-file); the whole job timed
+    from outside."""
     venv = ROOT / ".venv" / "bin"
     cds = subprocess.run([str(venv / "python"), "-m", "reviewpipe.jvm_cds", "options"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
-    cmd = [str(venv / "spark-submit"), "--master", master, "--py-files", str(zip_path), "--driver-java-options",
+    props = ["--properties-file", str(code_root / "conf" / "spark-defaults.conf")] if properties else []
+    cmd = [str(venv / "spark-submit"), "--master", master, *props, "--py-files", str(zip_path), "--driver-java-options",
            f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'} {cds}",
            str(code_root / "jobs" / "score.py"), "--input", str(csv_path), "--model", model,
            "--output", str(out), "--run-date", "2026-01-01", "--conf", str(conf_file),
            "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}"]  # cwd is a scratch folder
     env = {**os.environ, "PYSPARK_PYTHON": str(venv / "python"), "PYSPARK_DRIVER_PYTHON": str(venv / "python")}
+    before = set(cwd.glob("app-*"))  # local-cluster's executor folders (their stderr holds the loads)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - t0
+    logs = proc.stderr + "".join(f.read_text(errors="replace") for d in set(cwd.glob("app-*")) - before
+                                 for f in d.glob("*/stderr"))
     if proc.returncode:
         sys.exit(f"scoring job failed ({master}, {code_root}):\n{proc.stderr[-3000:]}")
     summary = json.loads((out / C.SCORES_REPORTS / "run_date=2026-01-01" / C.SCORE_SUMMARY).read_text())
-    loads = re.findall(r"reviewpipe score: loaded model run \S+ in ([0-9.]+) s", proc.stderr)
+    loads = re.findall(r"reviewpipe score: loaded model run \S+ in ([0-9.]+) s", logs)
     rows = summary["rows_scored"]
     return {"master": master, "rows": rows, "wall_seconds": round(wall, 2), "job_rows_per_second": round(rows / wall, 1),
             "score_seconds": summary["seconds"], "udf_phase_seconds": summary["score_seconds"],
@@ -191,13 +197,18 @@ def main() -> None:
             subprocess.run(["git", "worktree", "add", "-f", "--detach", str(old), args.baseline_ref], cwd=ROOT,
                            check=True, capture_output=True)
             try:
-                res["baseline"] = job(old, zip_of(old, tmp, "baseline"), old / "conf" / "pipeline.toml", "local[2]",
-                                      small, model, tmp / "s25-old", tmp)
+                old_zip = zip_of(old, tmp, "baseline")
+                # as its Makefile ran it (no --properties-file: a 1g driver), and with the properties file
+                res["baseline"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small, model,
+                                      tmp / "s25-old", tmp, properties=False)
+                res["baseline_with_properties"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small,
+                                                      model, tmp / "s25-old-p", tmp)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
             res["baseline"]["ref"] = args.baseline_ref
-            print(f"baseline {args.baseline_ref}, {n_small:,} rows        {res['baseline']['job_rows_per_second']:8.1f} "
-                  f"rows/s whole job; UDF phase {res['baseline']['udf_phase_rows_per_second']} rows/s", flush=True)
+            for key in ("baseline", "baseline_with_properties"):
+                print(f"{key} {args.baseline_ref}, {n_small:,} rows  {res[key]['job_rows_per_second']:8.1f} "
+                      f"rows/s whole job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s", flush=True)
         res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp)
         print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
               f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
@@ -217,6 +228,8 @@ def main() -> None:
               "whole_job_vs_anchor": round(j["job_rows_per_second"] / a, 3)}
     if "baseline" in res:
         ratios["whole_job_vs_baseline"] = round(j["job_rows_per_second"] / res["baseline"]["job_rows_per_second"], 3)
+        ratios["whole_job_vs_baseline_with_properties"] = round(
+            j["job_rows_per_second"] / res["baseline_with_properties"]["job_rows_per_second"], 3)
         ratios["udf_phase_vs_baseline"] = round(j["udf_phase_rows_per_second"] /
                                                 res["baseline"]["udf_phase_rows_per_second"], 3)
     if "cluster_1" in res:

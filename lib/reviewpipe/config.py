@@ -58,6 +58,9 @@ class IngestConf:
     positive_labels: list = _opt(["positive", "pos", "1", "true"])
     negative_labels: list = _opt(["negative", "neg", "0", "false"])
     files_per_partition: int = _opt(2000, min=1, doc="aclImdb files per Spark read partition")
+    split_bytes: int = _opt(67_108_864, min=0, doc="uncompressed CSV/JSONL files are read in pieces of at most this "
+                                                   "many bytes, in parallel (fewer when the cores would sit idle); "
+                                                   "0 reads every file whole")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from reviewpipe import constants as C
-from reviewpipe import parsing, storage
+from reviewpipe import parsing, pieces, storage
 from reviewpipe.config import PipelineConf
 from reviewpipe import splits
 
@@ -266,9 +266,105 @@ def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: 
                 if cols["row"]:
                     yield pa.RecordBatch.from_pydict(cols, schema=_arrow_schema(RAW_SCHEMA))
 
-    df = files.select(F.regexp_replace("path", "^file:///", "file:/").alias("path"), "content").mapInArrow(
-        parse_files, RAW_SCHEMA)
+    files = files.select(F.regexp_replace("path", "^file:///", "file:/").alias("path"), "content", "length")
+    big, piece = _split_candidates(spark, files, rank, conf.ingest.split_bytes)
+    if big:  # the other files are read whole; these in pieces
+        files = files.filter(~F.col("path").isin(sorted(big)))
+    df = files.select("path", "content").mapInArrow(parse_files, RAW_SCHEMA)
+    if big:
+        df = df.unionByName(_read_in_pieces(spark, big, piece, rank, fmt, suffixes, conf, text_col, label_col,
+                                            id_col, label_optional))
     return RawInput(df, fmt, len(listed))
+
+
+def _split_candidates(spark, files, rank: dict, split_bytes: int) -> tuple[dict[str, int], int]:
+    """({uri: size} of the files to read in pieces, the piece size): the uncompressed files
+    above the piece size, which is at most ``split_bytes`` and small enough to fill the cores."""
+    if not split_bytes:
+        return {}, 0
+    sized = {r["path"]: r["length"] for r in files.select("path", "length").collect()  # no content read
+             if r["path"] in rank}
+    piece = pieces.piece_bytes(split_bytes, sum(sized.values()), spark.sparkContext.defaultParallelism)
+    return {u: n for u, n in sized.items() if n > piece and not pieces.is_compressed(u)}, piece
+
+
+def _read_in_pieces(spark, big: dict[str, int], piece: int, rank: dict, fmt: str, suffixes, conf: PipelineConf,
+                    text_col: str, label_col: str, id_col: str, label_optional: bool):
+    """Raw records of big files read in byte-range pieces on the executors (reviewpipe.pieces):
+    the quotes per piece (CSV), then the lines and rows each owns, then the records."""
+    plan = [pc for uri in sorted(big, key=rank.get) for pc in pieces.plan(rank[uri], uri, big[uri], piece)]
+    sc = spark.sparkContext
+
+    def on_executors(fn, items):
+        return sc.parallelize(list(enumerate(items)), len(items)).map(lambda kv: (kv[0], fn(kv[1]))).collect()
+
+    parity: dict[int, int | None] = {i: None for i in range(len(plan))}
+    headers: dict[str, list[str]] = {}
+    if fmt == "csv":
+        qs = dict(on_executors(pieces.quotes, plan))
+        for i, pc in enumerate(plan):
+            first = i == 0 or plan[i - 1].uri != pc.uri
+            parity[i] = 0 if first else (parity[i - 1] + qs[i - 1]) % 2
+            if first:
+                headers[pc.uri] = _csv_header(pc, text_col, label_col, id_col, label_optional)
+
+    def count(item):
+        i, pc = item
+        try:
+            return pieces.counts(pieces.region(pc, parity[i]), fmt, pc.start == 0)
+        except pieces.SplitError as e:
+            raise IngestError(f"{pc.uri}: {e}; set ingest.split_bytes=0 to read it whole") from None
+
+    got = dict(on_executors(count, list(enumerate(plan))))
+    bases, line, row = [], 0, 0
+    for i, pc in enumerate(plan):
+        if pc.start == 0:
+            line, row = 0, 0
+        bases.append((line, row))
+        line, row = line + got[i][0], row + got[i][1]
+    labelled, split = bool(label_col), conf.ingest.default_split
+
+    def parse_piece(item):
+        i, pc = item
+        fname = pc.uri.rsplit("/", 1)[-1]
+        stem = _strip_suffixes(fname, suffixes)
+        data = pieces.region(pc, parity[i])
+        first_line, first_row = bases[i][0] + 1, bases[i][1]
+        if fmt == "jsonl":
+            recs = parsing.parse_jsonl_lines(pieces.jsonl_lines(data, pc.start == 0), stem, text_col, label_col,
+                                             id_col, first_line, first_row)
+        elif pc.start == 0:
+            recs = parsing.parse_csv(data, stem, text_col, label_col, id_col, label_optional)
+        else:
+            recs = parsing.parse_csv_piece(data, stem, headers[pc.uri], text_col, label_col, id_col, label_optional,
+                                           first_line, first_row)
+        out = []
+        for rec in recs:
+            if fmt == "csv" and rec.reason == C.MALFORMED_CSV and (rec.detail or "").startswith("CSV parse error"):
+                raise IngestError(f"{fname}: {rec.detail} at {rec.locator}: a file with malformed quoting cannot be "
+                                  f"split across tasks; set ingest.split_bytes=0 to read it whole")
+            out.append((pc.file_rank, rec.row, f"{fname}:{rec.locator}", rec.review_id, split, rec.label_raw, None,
+                        None, None, labelled, rec.raw, rec.reason, rec.detail))
+        if len(out) != got[i][1]:
+            raise IngestError(f"{fname}: bytes {pc.start}-{pc.end} held {len(out)} records where {got[i][1]} were "
+                              f"counted; set ingest.split_bytes=0 to read it whole")
+        return out
+
+    rows = sc.parallelize(list(enumerate(plan)), len(plan)).flatMap(parse_piece)
+    return spark.createDataFrame(rows, RAW_SCHEMA)
+
+
+def _csv_header(pc, text_col: str, label_col: str, id_col: str, label_optional: bool) -> list[str]:
+    """The header of a big CSV file (its first record), checked against the configured columns."""
+    first = pieces.region(pieces.Piece(pc.file_rank, pc.uri, 0, 1, pc.size), 0)
+    if first.startswith(b"\xef\xbb\xbf"):
+        first = first[3:]
+    import csv
+    import io
+
+    header = next(csv.reader(io.StringIO(first.decode("utf-8", "surrogateescape"), newline="")), [])
+    parsing.csv_columns(header, pc.uri.rsplit("/", 1)[-1], text_col, label_col, id_col, label_optional)
+    return header
 
 
 def _strip_suffixes(fname: str, suffixes: tuple[str, ...]) -> str:

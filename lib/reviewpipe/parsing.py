@@ -188,6 +188,30 @@ def parse_csv(data: bytes, name: str, text_column: str, label_column: str = "",
     except csv.Error as e:
         raise SchemaError(f"{name}: cannot read the CSV header: {e}") from e
     tap.drain()
+    index = csv_columns(header, name, text_column, label_column, id_column, label_optional)
+    yield from _csv_records(tap, reader, [h.strip() for h in header], index, name, 0, 0)
+
+
+def parse_csv_piece(data: bytes, name: str, header: list[str], text_column: str, label_column: str = "",
+                    id_column: str = "", label_optional: bool = False, first_line: int = 1,
+                    first_row: int = 0) -> Iterator[RawRecord]:
+    """The records of one piece of a split CSV file (no header in ``data``): exactly what
+    :func:`parse_csv` yields for them from the whole file, given the piece's first line
+    number and first row.  A parse error inside a piece cannot be placed safely (the split
+    followed the quotes, the parser's recovery would not), so it is raised."""
+    index = csv_columns(header, name, text_column, label_column, id_column, label_optional)
+    tap = _LineTap(data.decode("utf-8", "surrogateescape"))
+    reader = csv.reader(tap, strict=True)
+    for rec in _csv_records(tap, reader, [h.strip() for h in header], index, name, first_line - 1, first_row):
+        if rec.reason == C.MALFORMED_CSV and rec.detail and rec.detail.startswith("CSV parse error"):
+            raise SchemaError(f"{name}: {rec.detail} at {rec.locator}: a file with malformed quoting cannot be "
+                              f"split across tasks; set ingest.split_bytes=0 to read it whole")
+        yield rec
+
+
+def csv_columns(header: list[str], name: str, text_column: str, label_column: str, id_column: str,
+                label_optional: bool) -> dict[str, int]:
+    """Column index of each role (text, label, id) in the header; a missing one is refused."""
     header = [h.strip() for h in header]
     wanted = {"text": text_column, "label": label_column, "id": id_column}
     index = {}
@@ -199,9 +223,13 @@ def parse_csv(data: bytes, name: str, text_column: str, label_column: str = "",
                 f"{name}: the {role} column {col!r} is not in the CSV header {header!r}; "
                 f"set ingest.csv_{role}_column")
         index[role] = header.index(col)
-    row = 0
+    return index
+
+
+def _csv_records(tap: _LineTap, reader, header: list[str], index: dict[str, int], name: str, line_base: int,
+                 row: int) -> Iterator[RawRecord]:
     while True:
-        start_line = reader.line_num + 1
+        start_line = line_base + reader.line_num + 1
         try:
             fields = next(reader)
         except StopIteration:
@@ -238,8 +266,15 @@ def parse_jsonl(data: bytes, name: str, text_column: str, label_column: str = ""
     data = decompress(data, name)
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM from Windows editors
         data = data[3:]
-    row = 0
-    for lineno, line in enumerate(data.split(b"\n"), 1):
+    yield from parse_jsonl_lines(data.split(b"\n"), name, text_column, label_column, id_column)
+
+
+def parse_jsonl_lines(lines: Iterable[bytes], name: str, text_column: str, label_column: str = "",
+                      id_column: str = "", first_line: int = 1, first_row: int = 0) -> Iterator[RawRecord]:
+    """JSON Lines records from ``lines`` (without their newlines), numbered from ``first_line``
+    and ``first_row``: a whole file, or one piece of a split one."""
+    row = first_row
+    for lineno, line in enumerate(lines, first_line):
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():

@@ -106,6 +106,7 @@ def check_date(run_date: str) -> str:
 # worker side: one load per Python worker, batched inference
 
 _CACHE: dict[tuple, object] = {}
+_PARSED: list = []  # driver side: parsed inputs cached by read_input until score() is done
 CROP_STEP = 32  # length-aware batches are cropped to a multiple of this many ids
 MODEL_LOADED = "reviewpipe score: loaded model run"
 
@@ -253,10 +254,16 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
     # Scoring needs no label: a missing or unknown one makes the row unlabelled (left out of
     # the metrics), never quarantined.
     label_problem = F.col("reason").isin(C.MISSING_LABEL, C.UNKNOWN_LABEL)
+    from pyspark import StorageLevel
+
+    # parsed once: the per-file counts of the ordinals and the records read the same cache
+    # (the caller unpersists it with the records)
     classified = (classified.withColumn(C.LABEL, F.when(label_problem, F.lit(None).cast("tinyint"))
                                         .otherwise(F.col(C.LABEL)))
                   .withColumn("detail", F.when(label_problem, F.lit(None)).otherwise(F.col("detail")))
-                  .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason"))))
+                  .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason")))
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+    _PARSED.append(classified)
     records = ingest.mark_duplicates(ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb"))
     if splits:
         records = records.filter(F.col(C.SPLIT).isin(list(splits)))
@@ -314,18 +321,19 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
     spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_rows))
 
-    records, in_fmt = read_input(spark, input_path, fmt, conf, splits)
-    records = records.persist(StorageLevel.MEMORY_AND_DISK)
-    phases, mark = {}, [time.time()]
+    phases, mark = {}, [started]
 
     def lap(name: str) -> None:  # where the job's time goes, in score_summary.json
         now = time.time()
         phases[name] = round(now - mark[0], 2)
         mark[0] = now
 
+    records, in_fmt = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
+    records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    lap("parse")
     try:
         rows_in = records.count()
-        lap("read_and_count")
+        lap("count")
         if predictor_factory is None:  # reused across dates and jobs by the same Python worker
             factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
             key = ("keras", run.path, sc.tf_threads, sc.length_aware)
@@ -405,6 +413,8 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         return summary
     finally:
         records.unpersist()
+        while _PARSED:
+            _PARSED.pop().unpersist()
 
 
 def watch(written, run: ModelRun, threshold: float) -> dict:

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,12 +103,17 @@ def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path:
            "--output", str(out), "--run-date", "2026-01-01", "--conf", str(conf_file),
            "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}"]  # cwd is a scratch folder
     env = {**os.environ, "PYSPARK_PYTHON": str(venv / "python"), "PYSPARK_DRIVER_PYTHON": str(venv / "python")}
-    before = set(cwd.glob("app-*"))  # local-cluster's executor folders (their stderr holds the loads)
+    from pyspark.find_spark_home import _find_spark_home
+
+    work = Path(_find_spark_home()) / "work"  # local-cluster's executor folders: their stderr holds the loads
+    before = set(work.glob("app-*"))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - t0
-    logs = proc.stderr + "".join(f.read_text(errors="replace") for d in set(cwd.glob("app-*")) - before
-                                 for f in d.glob("*/stderr"))
+    made = set(work.glob("app-*")) - before
+    logs = proc.stderr + "".join(f.read_text(errors="replace") for d in made for f in d.glob("*/stderr"))
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
     if proc.returncode:
         sys.exit(f"scoring job failed ({master}, {code_root}):\n{proc.stderr[-3000:]}")
     summary = json.loads((out / C.SCORES_REPORTS / "run_date=2026-01-01" / C.SCORE_SUMMARY).read_text())

@@ -180,8 +180,11 @@ class _WorkerJob:
         cpus = ctx.cpus()
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, cpus))
+        try:  # before TensorFlow starts in this Python worker
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, cpus))
+        except RuntimeError:
+            log.warning("TensorFlow already started in this Python worker; its thread pools stay as they are")
 
         from reviewpipe.train import train
 

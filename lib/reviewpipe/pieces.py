@@ -88,8 +88,8 @@ def _record_starts(buf: bytes, parity: int | None) -> np.ndarray:
     arr = np.frombuffer(buf, np.uint8)
     nl = np.flatnonzero(arr == NEWLINE)
     if parity is not None and len(nl):
-        q = np.cumsum(arr == QUOTE)
-        before = (parity + np.where(nl > 0, q[nl - 1], 0)) % 2  # quotes before each newline
+        quotes_at = np.flatnonzero(arr == QUOTE)  # memory: the positions only, not a running count per byte
+        before = (parity + np.searchsorted(quotes_at, nl)) % 2  # quotes before each newline
         nl = nl[before == 0]
     return nl + 1
 

@@ -305,3 +305,25 @@ def test_make_keeps_evaluations_apart_from_scheduled_scores():
 
     assert "--output data/work/evaluations" in dry("evaluate") and "data/work/scores" not in dry("evaluate")
     assert "--pending --input data/incoming --output data/work/scores" in dry("score-pending")
+
+
+@pytest.mark.integration
+def test_predict_length_aware_is_full_width_predict_in_row_order(data, run):
+    """The helper pseudo-labelling and the trainer's profile pass use: the same probabilities
+    (<= 1e-6) and the rows' own order, on the real val shards of a masked, post-padded run."""
+    import keras
+    import pyarrow.parquet as pq
+
+    from reviewpipe import model as M
+
+    model = keras.models.load_model(run[0] / C.RUN_MODEL, compile=False)
+    files = sorted((data["root"] / "shards" / "split=val").glob("*.parquet"))
+    ids = np.concatenate([np.stack(pq.read_table(f, columns=[C.IDS]).column(C.IDS).to_numpy(zero_copy_only=False))
+                          for f in files])[:, :120].astype(np.int32)
+    ids = np.concatenate([ids, np.zeros((1, 120), np.int32)])  # an empty review too
+    got = M.predict_length_aware(M.free_width(model), ids, 16)
+    want = np.asarray(model.predict_on_batch(ids), np.float64).reshape(-1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    longest = int(np.count_nonzero(ids[:3], axis=1).max())
+    assert len(got) == 401 and M.crop(ids[:3]).shape[1] == min(120, max(32, -(-longest // 32) * 32))
+    assert M.crop(np.zeros((2, 120), np.int32)).shape == (2, 32)  # empty rows: one CROP_STEP

@@ -211,3 +211,41 @@ def cudnn_blockers(layer) -> list[str]:
     if layer.use_cudnn is False:
         bad.append("use_cudnn=False")
     return bad
+
+
+# ---------------------------------------------------------------------------------------
+# length-aware inference
+
+CROP_STEP = 32  # length-aware batches are cropped to a multiple of this many ids
+
+
+def free_width(model: keras.Model) -> keras.Model:
+    """The same layers and weights over a (None, None) input, for batches cropped to their
+    longest row (a masked, post-padded model ignores the columns past a row's last id)."""
+    free = keras.models.clone_model(model, input_tensors=keras.Input((None,), dtype="int32", name=C.IDS))
+    free.set_weights(model.get_weights())
+    return free
+
+
+def crop(ids):
+    """A post-padded batch cut to its longest row, rounded up to CROP_STEP ids (so TensorFlow
+    sees few distinct widths) and never wider than it was."""
+    import numpy as np
+
+    if not len(ids):
+        return ids
+    longest = int(np.count_nonzero(ids, axis=1).max())
+    return ids[:, :min(ids.shape[1], max(CROP_STEP, -(-longest // CROP_STEP) * CROP_STEP))]
+
+
+def predict_length_aware(free: keras.Model, ids, batch_size: int):
+    """Probabilities of post-padded ``ids`` in row order, predicted on batches of rows of
+    similar length, each cropped (``free``: :func:`free_width` of a masked model)."""
+    import numpy as np
+
+    order = np.argsort(np.count_nonzero(ids, axis=1), kind="stable")
+    out = np.empty(len(ids), np.float64)
+    for start in range(0, len(ids), batch_size):
+        rows = order[start:start + batch_size]
+        out[rows] = np.asarray(free.predict_on_batch(crop(ids[rows])), np.float64).reshape(-1)
+    return out

@@ -83,6 +83,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _length_aware(meta: dict) -> bool:
+    """A masked, post-padded run scores a batch cropped to its longest row the same."""
+    return bool(meta.get("masked")) and meta.get("padding") == "post"
+
+
+def _inference_model(model, meta: dict):
+    from reviewpipe.model import free_width
+
+    return free_width(model) if _length_aware(meta) else model
+
+
 def _teacher(run: Path, manifest: dict, src_dir: Path) -> tuple[dict, Path]:
     """A finished run that reads these shards as it was trained, or an n-gram teacher folder;
     refuses anything else."""
@@ -111,7 +122,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from reviewpipe import model as _layers  # noqa: F401  registers PaddingMask and TimePooling for load_model
+    from reviewpipe import model as M  # also registers PaddingMask and TimePooling for load_model
     from reviewpipe.encode import ShardWriter
 
     started = time.perf_counter()
@@ -132,7 +143,7 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
             raise PseudoLabelError(f"--output {out} exists and is not a pseudo-labelled shards folder; "
                                    f"refusing to replace it")
     src_len = int(manifest["maxlen"])
-    models = [(keras.models.load_model(run / C.RUN_MODEL, compile=False), meta)
+    models = [(_inference_model(keras.models.load_model(run / C.RUN_MODEL, compile=False), meta), meta)
               for meta, run in teachers if meta.get("kind") != "ngram"]
     lookups = [ngram.PredictionLookup(run) for meta, run in teachers if meta.get("kind") == "ngram"]
 
@@ -152,6 +163,9 @@ def pseudo_label(run_dirs: str | list[str], shards_dir: str, out_dir: str, conf:
             for model, meta in models:
                 ids, _ = shards.read_row_group(path, group, src_len, labelled, int(meta["maxlen"]),
                                                meta["padding"], meta["truncating"])
+                if _length_aware(meta):  # sorted by length, cropped batches: the same probabilities
+                    total += M.predict_length_aware(model, ids, pc.batch_size)
+                    continue
                 for i in range(0, len(ids), pc.batch_size):
                     total[i:i + pc.batch_size] += np.asarray(model.predict_on_batch(ids[i:i + pc.batch_size]),
                                                              np.float64).ravel()

@@ -107,7 +107,6 @@ def check_date(run_date: str) -> str:
 
 _CACHE: dict[tuple, object] = {}
 _PARSED: list = []  # driver side: parsed inputs cached by read_input until score() is done
-CROP_STEP = 32  # length-aware batches are cropped to a multiple of this many ids
 MODEL_LOADED = "reviewpipe score: loaded model run"
 
 
@@ -138,9 +137,9 @@ class KerasPredictor:
         # trainer masks exactly those (an unmasked pre-padded model reads its padding).
         self.crop = crop and run.masked and run.padding == "post"
         if self.crop:  # the same layers and weights over a (None, None) input, for cropped batches
-            fixed = self.model
-            self.model = keras.models.clone_model(fixed, input_tensors=keras.Input((None,), dtype="int32", name=C.IDS))
-            self.model.set_weights(fixed.get_weights())
+            from reviewpipe.model import free_width
+
+            self.model = free_width(self.model)
         # one line per load in the executor's stderr: how many workers loaded the run, and how long it took
         print(f"{MODEL_LOADED} {run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()})",
               file=sys.stderr, flush=True)
@@ -159,12 +158,10 @@ class KerasPredictor:
         return np.argsort(np.count_nonzero(ids, axis=1), kind="stable") if self.crop else None
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        if self.crop and len(ids):
-            # Length-aware inference: a masked model gives the same output without the padding
-            # columns. Widths are rounded up to CROP_STEP, so TF sees few distinct shapes.
-            longest = int(np.count_nonzero(ids, axis=1).max())
-            width = min(ids.shape[1], max(CROP_STEP, -(-longest // CROP_STEP) * CROP_STEP))
-            ids = ids[:, :width]
+        if self.crop:  # a masked model gives the same output without the padding columns
+            from reviewpipe.model import crop
+
+            ids = crop(ids)
         return np.asarray(self.model.predict_on_batch(ids), dtype=np.float64)
 
 

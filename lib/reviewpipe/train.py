@@ -530,8 +530,16 @@ def data_profile(plan: RunPlan, tc, model_path: Path, val_ds, threshold: float) 
                                                                                 tc.splits)]
     lengths = np.concatenate([t.column(C.LENGTH).to_numpy() for t in parts])
     oov = np.concatenate([t.column(C.OOV).to_numpy() for t in parts])
+    from reviewpipe import model as M
+
     model = keras.models.load_model(model_path, compile=False)  # a plain copy, outside any strategy
-    probs = np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in val_ds] or [np.zeros(0)])
+    masked = json.loads((model_path.parent / C.RUN_META).read_text(encoding="utf-8")).get("masked")
+    if plan.padding == "post" and masked:
+        free = M.free_width(model)  # length-aware: batches sorted and cropped, the same probabilities
+        probs = np.concatenate([M.predict_length_aware(free, np.asarray(x), 256) for x, _ in val_ds] or [np.zeros(0)])
+    else:
+        probs = np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in val_ds]
+                               or [np.zeros(0)])
     return drift.training_profile(lengths, oov, probs, threshold)
 
 

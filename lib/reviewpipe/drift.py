@@ -71,13 +71,13 @@ def compare(training: dict, scored: dict, threshold: float) -> dict:
             "drift": bool(max(psi_length, psi_probability) > threshold)}
 
 
-def scored_profile(written, training: dict, columns: tuple[str, str, str, str]) -> dict:
-    """The same figures over a scored date (a Spark DataFrame with probability, predicted
-    label, length and oov): one aggregation and two small group-bys, on the driver only counts."""
+def scored_profile(written, n: int, training: dict, columns: tuple[str, str, str, str]) -> dict:
+    """The same figures over a scored date (a Spark DataFrame of ``n`` rows with probability,
+    predicted label, length and oov): one aggregation and two small group-bys, on the driver
+    only counts."""
     from pyspark.sql import functions as F
 
     prob, predicted, length, oov = columns
-    n = written.count()
     if not n:
         return {"rows": 0}
     quant = ", ".join(str(q) for q in QUANTILES)

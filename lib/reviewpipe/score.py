@@ -106,7 +106,6 @@ def check_date(run_date: str) -> str:
 # worker side: one load per Python worker, batched inference
 
 _CACHE: dict[tuple, object] = {}
-_PARSED: list = []  # driver side: parsed inputs cached by read_input until score() is done
 MODEL_LOADED = "reviewpipe score: loaded model run"
 
 
@@ -225,7 +224,8 @@ def is_reviews_table(path: str) -> bool:
 
 
 def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None):
-    """(records with review_id, label, text, reason, detail, source, ordinal; input format)."""
+    """(records with review_id, label, text, reason, detail, source, ordinal; input format;
+    the cached frames the caller unpersists when it is done with the records)."""
     from pyspark.sql import functions as F
 
     from reviewpipe import ingest
@@ -242,7 +242,7 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
                   .when(reason == C.TEXT_TOO_LARGE,
                         F.concat(nbytes.cast("string"), F.lit(f" bytes > score.max_text_bytes={max_bytes}"))))
         return df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
-                         detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw")), "reviews"
+                         detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw")), "reviews", []
     # Every other format goes through the ingest readers and checks (one code path), with the
     # scoring size limit; nothing is carved into val.
     sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
@@ -254,18 +254,16 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
     from pyspark import StorageLevel
 
     # parsed once: the per-file counts of the ordinals and the records read the same cache
-    # (the caller unpersists it with the records)
     classified = (classified.withColumn(C.LABEL, F.when(label_problem, F.lit(None).cast("tinyint"))
                                         .otherwise(F.col(C.LABEL)))
                   .withColumn("detail", F.when(label_problem, F.lit(None)).otherwise(F.col("detail")))
                   .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason")))
                   .persist(StorageLevel.MEMORY_AND_DISK))
-    _PARSED.append(classified)
     records = ingest.mark_duplicates(ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb"))
     if splits:
         records = records.filter(F.col(C.SPLIT).isin(list(splits)))
     return (records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE, C.ORDINAL,
-                           "reason", "detail", "raw"), raw.fmt)
+                           "reason", "detail", "raw"), raw.fmt, [classified])
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,7 +323,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         phases[name] = round(now - mark[0], 2)
         mark[0] = now
 
-    records, in_fmt = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
+    records, in_fmt, cached = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
     lap("parse")
     try:
@@ -401,7 +399,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
             summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
         lap("metrics")
-        summary.update(watch(written, run, sc.drift_threshold))
+        summary.update(watch(written, n_scored, run, sc.drift_threshold))
         lap("drift")
         summary["phase_seconds"] = phases
         summary["seconds"] = round(time.time() - started, 2)
@@ -409,12 +407,11 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         storage.write_text(spark, f"{part}/_SUCCESS", "")
         return summary
     finally:
-        records.unpersist()
-        while _PARSED:
-            _PARSED.pop().unpersist()
+        for df in (records, *cached):
+            df.unpersist()
 
 
-def watch(written, run: ModelRun, threshold: float) -> dict:
+def watch(written, rows: int, run: ModelRun, threshold: float) -> dict:
     """The figures a nightly job watches (reviewpipe.drift): this date's OOV rate, lengths and
     share predicted positive, the run's training figures beside them, the PSIs and the flag."""
     from reviewpipe import drift
@@ -425,7 +422,7 @@ def watch(written, run: ModelRun, threshold: float) -> dict:
     if not training:
         return {"profile": None, "drift": None,
                 "drift_note": f"run {run.run_id} has no data_profile in metrics.json (trained before it was recorded)"}
-    scored = drift.scored_profile(written, training, (C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV))
+    scored = drift.scored_profile(written, rows, training, (C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV))
     if not scored["rows"]:
         return {"profile": scored, "drift": None, "drift_note": "no rows scored"}
     keep = ("rows", "oov_rate", "length_quantiles", "share_positive")

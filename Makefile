@@ -42,8 +42,13 @@ SPARK_DEFAULTS ?= conf/spark-defaults.conf
 export PYSPARK_PYTHON        := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # The driver JVM maps the class-data archive that setup builds (reviewpipe.jvm_cds), if any.
+# JAVA_OPTS adds driver JVM options.  The scoring targets add SCORE_JAVA_OPTS: their JVM work
+# is short glue around the Python workers, and with C1 alone the JIT costs less CPU than C2
+# gives back (a 25,000-row job ~7 s faster on 2 cores, docs/results.md); SCORE_JAVA_OPTS= undoes it.
+JAVA_OPTS       ?=
+SCORE_JAVA_OPTS ?= -XX:TieredStopAtLevel=1
 SUBMIT   = $(VENV)/bin/spark-submit --master '$(MASTER)' --properties-file $(SPARK_DEFAULTS) --py-files $(ZIP) \
-           --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) $$($(PY) -m reviewpipe.jvm_cds options)"
+           --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) $$($(PY) -m reviewpipe.jvm_cds options) $(JAVA_OPTS)"
 JOBARGS  = --conf $(CONF) $(foreach s,$(SET),--set $(s))
 DATAARGS = --set data.raw_dir=$(DATA_DIR)/raw --set data.extract_dir=$(DATA_DIR)/extracted
 
@@ -126,6 +131,7 @@ LATEST_RUN = $(or $(MODEL),$(shell $(PY) -c "import sys; sys.path.insert(0, 'lib
 SCOREARGS  = --model '$(LATEST_RUN)' $(JOBARGS)
 
 SPLITS ?=
+score score-pending evaluate: JAVA_OPTS += $(SCORE_JAVA_OPTS)
 score: $(STAMP) $(ZIP) ## score INPUT (any ingest format or a reviews table) with MODEL (default: newest run) for RUN_DATE
 	@test -n "$(INPUT)" || { echo "error: give INPUT=path (aclImdb dir/tarball, CSV, JSONL, Parquet or a reviews table)" >&2; exit 2; }
 	$(SUBMIT) jobs/score.py --input '$(INPUT)' $(if $(SPLITS),--splits $(SPLITS)) --run-date $(RUN_DATE) --output $(SCORES_OUT) $(SCOREARGS)
@@ -210,13 +216,19 @@ test: $(STAMP) ## unit + integration tests (real data from ../shared when presen
 test-slow: $(STAMP) ## the slow marked tests (full-corpus parity)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer input + memory; 1 vs 2 training workers); results in bench/results/*.json
+# The scoring benchmark's model: the default architecture trained for 30 steps (its speed does
+# not depend on the weights); any complete run can stand in: make bench BENCH_MODEL=artifacts/runs/<id>
+BENCH_MODEL     ?= $(RUNS_DIR)/bench-default
+BENCH_MODEL_SET ?= train.epochs=1 train.steps_per_epoch=30 train.embeddings_export=false
+bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer input + memory; 1 vs 2 training workers; scoring against direct predict and the previous code); results in bench/results/*.json
 	$(PY) bench/bench_ingest.py --conf $(CONF)
 	@test -f $(INGEST_OUT)/ingest_summary.json || $(MAKE) --no-print-directory ingest
 	$(PY) bench/bench_vocab_encode.py --reviews $(INGEST_OUT)/reviews
 	@test -f $(SHARDS_OUT)/_manifest.json || $(MAKE) --no-print-directory prepare
 	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT)
 	$(PY) bench/bench_multiworker.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --conf $(CONF)
+	@test -f $(BENCH_MODEL)/run.json || $(MAKE) --no-print-directory train RUN_ID=$(notdir $(BENCH_MODEL)) RUNS_DIR=$(dir $(BENCH_MODEL)) SET="$(BENCH_MODEL_SET)"
+	$(PY) bench/bench_score.py --model $(BENCH_MODEL)
 
 bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)
 	@test -f $(W2V_OUT)/word2vec.json || $(MAKE) --no-print-directory pretrain

@@ -88,14 +88,21 @@ def anchor(run_dir: str, csv_path: Path, conf) -> dict:
             "mean_probability": round(float(np.concatenate(out).mean()), 6)}
 
 
+def score_java_opts() -> str:
+    """The driver JVM options the Makefile's scoring targets add (SCORE_JAVA_OPTS)."""
+    return subprocess.run(["make", "-s", "--no-print-directory", "print-SCORE_JAVA_OPTS"], capture_output=True,
+                          text=True, cwd=ROOT, check=True).stdout.strip()
+
+
 def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path: Path, model: str, out: Path,
-        cwd: Path, properties: bool = True) -> dict:
+        cwd: Path, properties: bool = True, java_opts: str = "") -> dict:
     """jobs/score.py of ``code_root`` through spark-submit, as its Makefile launches it (the
-    current one passes conf/spark-defaults.conf as --properties-file); the whole job timed
-    from outside."""
+    current one passes conf/spark-defaults.conf as --properties-file and SCORE_JAVA_OPTS); the
+    whole job timed from outside."""
     venv = ROOT / ".venv" / "bin"
     cds = subprocess.run([str(venv / "python"), "-m", "reviewpipe.jvm_cds", "options"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
+    cds = f"{cds} {java_opts}".strip()
     props = ["--properties-file", str(code_root / "conf" / "spark-defaults.conf")] if properties else []
     cmd = [str(venv / "spark-submit"), "--master", master, *props, "--py-files", str(zip_path), "--driver-java-options",
            f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'} {cds}",
@@ -195,7 +202,9 @@ def main() -> None:
         res["anchor"] = anchor(model, small, conf)
         print(f"anchor (direct predict, {n_small:,} rows)   {res['anchor']['rows_per_second']:8.1f} rows/s  "
               f"tokenize {res['anchor']['tokenize_seconds']} s, predict {res['anchor']['predict_seconds']} s", flush=True)
-        res["job"] = job(ROOT, here, conf_file, "local[2]", small, model, tmp / "s25", tmp)
+        jopts = score_java_opts()
+        res["java_opts"] = jopts
+        res["job"] = job(ROOT, here, conf_file, "local[2]", small, model, tmp / "s25", tmp, java_opts=jopts)
         print(f"job local[2], {n_small:,} rows           {res['job']['job_rows_per_second']:8.1f} rows/s whole job; "
               f"UDF phase {res['job']['udf_phase_rows_per_second']} rows/s; phases {res['job']['phases']}", flush=True)
         if args.baseline_ref:
@@ -215,7 +224,7 @@ def main() -> None:
             for key in ("baseline", "baseline_with_properties"):
                 print(f"{key} {args.baseline_ref}, {n_small:,} rows  {res[key]['job_rows_per_second']:8.1f} "
                       f"rows/s whole job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s", flush=True)
-        res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp)
+        res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp, java_opts=jopts)
         print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
               f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
         res["per_row"] = per_row(model, small, tmp)
@@ -224,7 +233,8 @@ def main() -> None:
         if not args.skip_cluster:
             for n in (1, 2):
                 key = f"cluster_{n}"
-                res[key] = job(ROOT, here, conf_file, f"local-cluster[{n},1,2048]", small, model, tmp / key, tmp)
+                res[key] = job(ROOT, here, conf_file, f"local-cluster[{n},1,2048]", small, model, tmp / key, tmp,
+                               java_opts=jopts)
                 print(f"local-cluster, {n} worker(s), {n_small:,}   {res[key]['job_rows_per_second']:8.1f} rows/s whole "
                       f"job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s; model loads {res[key]['model_loads']}",
                       flush=True)

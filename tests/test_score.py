@@ -327,3 +327,68 @@ def test_predict_length_aware_is_full_width_predict_in_row_order(data, run):
     longest = int(np.count_nonzero(ids[:3], axis=1).max())
     assert len(got) == 401 and M.crop(ids[:3]).shape[1] == min(120, max(32, -(-longest // 32) * 32))
     assert M.crop(np.zeros((2, 120), np.int32)).shape == (2, 32)  # empty rows: one CROP_STEP
+
+
+def test_evaluate_matches_sklearn_from_one_aggregation(spark):
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 2000)
+    # rounded to 3 decimals: many ties, between and within the classes
+    probs = np.round(np.clip(0.3 * labels + rng.normal(0.35, 0.2, 2000), 0, 1), 3)
+    probs[:5] = [0.0, 1.0, 0.5, 0.49999, 0.99999]
+    pred = (probs >= 0.5).astype(int)
+    df = spark.createDataFrame([(int(a), float(p), int(b)) for a, p, b in zip(labels, probs, pred)],
+                               f"{C.LABEL} tinyint, {C.PROBABILITY} double, {C.PREDICTED_LABEL} tinyint")
+    m = S.evaluate(df)
+    assert m["rows"] == 2000
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-5)  # exact: ties on one bin count half
+    assert m["confusion_matrix"]["matrix"] == confusion_matrix(labels, pred).tolist()
+    assert m["accuracy"] == round(float((labels == pred).mean()), 5)
+    one_class = S.evaluate(df.filter(f"{C.LABEL} = 1"))
+    assert one_class["roc_auc"] is None and one_class["rows"] == int(labels.sum())
+    assert S.evaluate(df.limit(0))["rows"] == 0
+
+
+def test_scored_profile_is_the_numpy_profile(spark):
+    from reviewpipe import drift
+
+    rng = np.random.default_rng(3)
+    lengths, oov = rng.integers(0, 900, 3000), rng.integers(0, 20, 3000)
+    probs = rng.random(3000)
+    training = drift.training_profile(rng.integers(5, 600, 5000), rng.integers(0, 9, 5000), rng.random(400), 0.5)
+    df = spark.createDataFrame([(float(p), int(p >= 0.5), int(n), int(o)) for p, n, o in zip(probs, lengths, oov)],
+                               "p double, y tinyint, n int, o int")
+    got = drift.scored_profile(df, 3000, training, ("p", "y", "n", "o"))
+    assert got["length_histogram"] == drift.histogram(lengths, training["length_edges"])
+    assert got["probability_histogram"] == drift.histogram(probs, training["probability_edges"])
+    assert got["length_quantiles"] == pytest.approx(drift.quantiles(lengths))
+    assert got["oov_rate"] == round(float(oov.sum() / lengths.sum()), 6)
+    assert got["share_positive"] == round(float((probs >= 0.5).mean()), 6)
+
+
+def test_a_preloaded_predictor_is_built_once_and_a_failed_preload_is_retried_by_the_task():
+    import threading
+
+    calls, gate = [], threading.Event()
+
+    def slow():
+        gate.wait(5)
+        calls.append(1)
+        return object()
+
+    key = ("test-preload", len(S._CACHE))
+    S.preload(key, slow)
+    S.preload(key, slow)  # already loading: no second thread
+    gate.set()
+    first = S.cached(key, slow)
+    assert S.cached(key, slow) is first and len(calls) == 1
+
+    def broken():
+        raise MemoryError("no room")
+
+    bad = ("test-preload-bad", len(S._CACHE))
+    S.preload(bad, broken)
+    with pytest.raises(MemoryError, match="no room"):  # the task loads again and raises it itself
+        S.cached(bad, broken)
+    assert S.cached(bad, lambda: "ok") == "ok"

@@ -132,6 +132,13 @@ class TrainConf:
     deterministic: bool = _opt(True, doc="enable TF op determinism (reproducible CPU runs)")
     steps_per_epoch: int = _opt(0, min=0, doc="0 = one pass over the train split")
     embeddings_export: bool = _opt(True, doc="write vectors.tsv/metadata.tsv")
+    adversarial: str = _opt("off", choices=("off", "at", "vat", "at+vat"),
+                            doc="extra training terms on the embeddings (reviewpipe.adversarial): at = adversarial, "
+                                "vat = virtual adversarial on train.vat_split rows, at+vat = both")
+    adversarial_epsilon: float = _opt(0.02, min=0.0, max=1.0,
+                                      doc="the perturbation's size relative to each row's embedded norm")
+    vat_split: str = _opt(C.UNSUP, choices=(C.UNSUP, C.TRAIN),
+                          doc="the shard split whose rows (labels unused) get the virtual adversarial term")
     word_pairs: str = _opt("conf/word_pairs.toml", doc="intrinsic check pairs; '' skips it")
 
 
@@ -195,6 +202,8 @@ class ScoreConf:
     tf_threads: int = _opt(1, min=0, doc="TF intra-op threads per Python worker; 0 = TF's default (all cores)")
     length_aware: bool = _opt(True, doc="sort each Arrow batch by length and crop model batches to their longest "
                                         "row (masked post-padded runs; same probabilities)")
+    preload: bool = _opt(True, doc="load TensorFlow and the model in the Python workers while the input is "
+                                   "read (a background thread per worker), not when the first batch arrives")
     threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")
     drift_threshold: float = _opt(0.2, min=0.0, doc="score_summary.json's drift flag: a PSI of the length or "
                                                     "probability histogram against the training data above this")

@@ -73,28 +73,27 @@ def compare(training: dict, scored: dict, threshold: float) -> dict:
 
 def scored_profile(written, n: int, training: dict, columns: tuple[str, str, str, str]) -> dict:
     """The same figures over a scored date (a Spark DataFrame of ``n`` rows with probability,
-    predicted label, length and oov): one aggregation and two small group-bys, on the driver
-    only counts."""
+    predicted label, length and oov): one aggregation, on the driver only counts."""
     from pyspark.sql import functions as F
 
     prob, predicted, length, oov = columns
     if not n:
         return {"rows": 0}
     quant = ", ".join(str(q) for q in QUANTILES)
-    row = written.agg(F.sum(oov).alias("oov"), F.sum(length).alias("tokens"), F.avg(predicted).alias("positive"),
-                      F.expr(f"percentile({length}, array({quant}))").alias("q")).first()
 
-    def shares(column: str, edges: Sequence[float]) -> list[float]:
+    def bin_counts(column: str, edges: Sequence[float], name: str) -> list:
         bin_of = F.expr(f"size(filter(array({', '.join(str(e) for e in edges)}), e -> e <= {column}))")
-        counts = {r["bin"]: r["n"] for r in written.groupBy(bin_of.alias("bin")).agg(F.count(F.lit(1)).alias("n"))
-                  .collect()}
-        return [round(counts.get(i, 0) / n, 6) for i in range(len(edges) + 1)]
+        return [F.count(F.when(bin_of == i, 1)).alias(f"{name}{i}") for i in range(len(edges) + 1)]
 
+    len_edges, prob_edges = training["length_edges"], training["probability_edges"]
+    row = written.agg(F.sum(oov).alias("oov"), F.sum(length).alias("tokens"), F.avg(predicted).alias("positive"),
+                      F.expr(f"percentile({length}, array({quant}))").alias("q"),
+                      *bin_counts(length, len_edges, "l"), *bin_counts(prob, prob_edges, "p")).first()
     return {
         "rows": n,
         "oov_rate": round(float(row["oov"] / max(1, row["tokens"])), 6),
         "length_quantiles": {f"p{int(q * 100)}": float(v) for q, v in zip(QUANTILES, row["q"])},
-        "length_histogram": shares(length, training["length_edges"]),
-        "probability_histogram": shares(prob, training["probability_edges"]),
+        "length_histogram": [round(row[f"l{i}"] / n, 6) for i in range(len(len_edges) + 1)],
+        "probability_histogram": [round(row[f"p{i}"] / n, 6) for i in range(len(prob_edges) + 1)],
         "share_positive": round(float(row["positive"]), 6),
     }

@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -105,7 +107,7 @@ def check_date(run_date: str) -> str:
 # ---------------------------------------------------------------------------------------
 # worker side: one load per Python worker, batched inference
 
-_CACHE: dict[tuple, object] = {}
+_CACHE: dict[tuple, Future] = {}
 MODEL_LOADED = "reviewpipe score: loaded model run"
 
 
@@ -164,11 +166,66 @@ class KerasPredictor:
         return np.asarray(self.model.predict_on_batch(ids), dtype=np.float64)
 
 
+_CACHE_LOCK = threading.Lock()
+
+
 def cached(key: tuple, factory: Callable[[], object]):
-    """The per-process cache: a Python worker builds each predictor once and reuses it."""
-    if key not in _CACHE:
-        _CACHE[key] = factory()
-    return _CACHE[key]
+    """The per-process cache: a Python worker builds each predictor once and reuses it.
+
+    A load that :func:`preload` started in the background is waited for; if it failed, the
+    caller loads again itself, so a real error is raised by the task that needs the model."""
+    while True:
+        with _CACHE_LOCK:
+            slot = _CACHE.get(key)
+            mine = slot is None or (slot.done() and slot.exception() is not None)
+            if mine:
+                slot = _CACHE[key] = Future()
+        if not mine:
+            try:
+                return slot.result()
+            except BaseException:  # a background preload failed: go round and load here
+                continue
+        try:
+            slot.set_result(factory())
+        except BaseException as e:
+            slot.set_exception(e)
+            raise
+        return slot.result()
+
+
+def preload(key: tuple, factory: Callable[[], object]) -> None:
+    """Start building ``key``'s predictor in a background thread of this Python worker and
+    return at once: the worker imports TensorFlow and loads the model while Spark reads the
+    input, and the scoring task that follows finds it ready (:func:`cached`)."""
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return
+        _CACHE[key] = slot = Future()
+
+    def load() -> None:
+        try:
+            slot.set_result(factory())
+        except BaseException as e:  # the scoring task loads again and raises it there
+            slot.set_exception(e)
+
+    threading.Thread(target=load, name="reviewpipe-preload", daemon=True).start()
+
+
+def preload_on_workers(spark, key: tuple, factory: Callable[[], object]) -> None:
+    """One instant task per core that calls :func:`preload`.  Spark reuses its Python workers
+    (``spark.python.worker.reuse``), pooled by their environment, which differs between the RDD
+    and the SQL runners: this runs through ``mapInArrow``, like the scoring UDF, so the scoring
+    tasks land in the same processes.  A worker that missed it loads the model when its first
+    scoring task needs it."""
+    n = spark.sparkContext.defaultParallelism
+
+    def start(batches):
+        for _ in batches:
+            pass
+        preload(key, factory)
+        return iter(())
+
+    spark.range(n, numPartitions=n).mapInArrow(start, "id long").collect()
 
 
 def predict_batches(series_iter: Iterator, predictor, batch_size: int) -> Iterator:
@@ -269,23 +326,34 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
 # ---------------------------------------------------------------------------------------
 # evaluation
 
+AUC_BINS = 100_000  # probability bins for the ROC AUC: pairs within one bin (width 1e-5) count half
+
+
 def evaluate(labelled) -> dict:
-    """accuracy, ROC AUC, precision, recall, F1 and the confusion matrix (Spark aggregations)."""
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    """accuracy, ROC AUC, precision, recall, F1 and the confusion matrix, from one Spark
+    aggregation: rows per (label, predicted label, probability bin), at most a few hundred
+    thousand, summed on the driver.  The AUC is the Mann-Whitney statistic over the bins
+    (exact when no positive and negative share a bin of width 1/AUC_BINS)."""
     from pyspark.sql import functions as F
 
-    cells = {(r[C.LABEL], r[C.PREDICTED_LABEL]): r["n"] for r in
-             labelled.groupBy(C.LABEL, C.PREDICTED_LABEL).agg(F.count(F.lit(1)).alias("n")).collect()}
+    bin_of = F.least(F.floor(F.col(C.PROBABILITY) * AUC_BINS), F.lit(AUC_BINS)).cast("int")
+    got = (labelled.groupBy(C.LABEL, C.PREDICTED_LABEL, bin_of.alias("bin")).agg(F.count(F.lit(1)).alias("n"))
+           .collect())
+    cells: dict[tuple, int] = {}
+    pos, neg = np.zeros(AUC_BINS + 1), np.zeros(AUC_BINS + 1)
+    for r in got:
+        key = (r[C.LABEL], r[C.PREDICTED_LABEL])
+        cells[key] = cells.get(key, 0) + r["n"]
+        (pos if r[C.LABEL] == 1 else neg)[r["bin"]] += r["n"]
     tp, tn = cells.get((1, 1), 0), cells.get((0, 0), 0)
     fp, fn = cells.get((0, 1), 0), cells.get((1, 0), 0)
     n = tp + tn + fp + fn
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     auc = None
-    if tp + fn and tn + fp:  # both classes present
-        auc = BinaryClassificationEvaluator(rawPredictionCol=C.PROBABILITY, labelCol="label_d",
-                                            metricName="areaUnderROC").evaluate(
-            labelled.withColumn("label_d", F.col(C.LABEL).cast("double")))
+    if pos.sum() and neg.sum():  # both classes present: P(a positive outscores a negative), ties half
+        below = np.cumsum(neg) - neg  # negatives in lower bins
+        auc = float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
     return {
         "rows": n,
         "accuracy": round((tp + tn) / n, 5) if n else None,
@@ -323,35 +391,44 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         phases[name] = round(now - mark[0], 2)
         mark[0] = now
 
+    if predictor_factory is None:  # reused across dates and jobs by the same Python worker
+        factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
+        key = ("keras", run.path, sc.tf_threads, sc.length_aware)
+        if sc.preload:  # TensorFlow and the model load in the workers while the input is read
+            preload_on_workers(spark, key, factory)
+            lap("preload")
+    else:
+        factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
     records, in_fmt, cached = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
     lap("parse")
+    scored = None
     try:
-        rows_in = records.count()
+        # one pass over the records fills their cache and gives the rows in and the quarantine counts
+        by_reason = {r["reason"]: r["n"] for r in
+                     records.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        rows_in = sum(by_reason.values())
+        by_reason.pop(None, None)
+        n_bad = sum(by_reason.values())
         lap("count")
-        if predictor_factory is None:  # reused across dates and jobs by the same Python worker
-            factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
-            key = ("keras", run.path, sc.tf_threads, sc.length_aware)
-        else:
-            factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
         predict = make_udf(factory, key, sc.batch_size)
         scored_at = datetime.now(timezone.utc).replace(microsecond=0)
         good = records.filter(F.col("reason").isNull())
         cores = spark.sparkContext.defaultParallelism
         if good.rdd.getNumPartitions() < cores:  # inference dominates: give every core a share
             good = good.repartition(cores)
-        scores = (good.select(C.REVIEW_ID, predict(C.TEXT).alias("out"))
-                  .select(C.REVIEW_ID, "out.*")
-                  .select(C.REVIEW_ID, C.PROBABILITY,
+        # kept (without the texts) for the checks, the metrics and the drift figures, so the
+        # model runs once; the labels ride along and are not written
+        scored = (good.select(C.REVIEW_ID, C.LABEL, predict(C.TEXT).alias("out"))
+                  .select(C.REVIEW_ID, C.LABEL, "out.*")
+                  .select(C.REVIEW_ID, C.LABEL, C.PROBABILITY,
                           (F.col(C.PROBABILITY) >= sc.threshold).cast("tinyint").alias(C.PREDICTED_LABEL),
-                          C.LENGTH, C.OOV,
-                          F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
-                          F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
-                          F.lit(run_date).alias(C.RUN_DATE)))
-        bad = records.filter(F.col("reason").isNotNull())
-        by_reason = {r["reason"]: r["n"] for r in bad.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-        n_bad = sum(by_reason.values())
-        lap("quarantine_count")
+                          C.LENGTH, C.OOV)
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+        scores = scored.select(C.REVIEW_ID, C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV,
+                               F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
+                               F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
+                               F.lit(run_date).alias(C.RUN_DATE))
         t_score = time.time()
         if rows_in > n_bad:
             scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
@@ -361,13 +438,14 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         score_seconds = time.time() - t_score
         lap("score_and_write")
         excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
-        bad = bad.select(
+        bad = records.filter(F.col("reason").isNotNull()).select(
             C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
             F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
         bad.coalesce(1).write.mode("overwrite").parquet(f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}")
         lap("quarantine_write")
 
+        # the reconciliation counts what was written, not what was meant to be
         written = spark.read.schema(SCORE_SCHEMA).parquet(part)
         n_scored = written.count()
         if n_scored + n_bad != rows_in:
@@ -384,22 +462,21 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
             "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
             "batch_size": sc.batch_size, "arrow_batch_rows": sc.arrow_batch_rows, "tf_threads": sc.tf_threads,
-            "length_aware": sc.length_aware,
+            "length_aware": sc.length_aware, "preload": sc.preload,
             "scored_at": scored_at.isoformat(), "output": part,
             "score_seconds": round(score_seconds, 2),
             "rows_per_second": round(n_scored / score_seconds, 1) if score_seconds else None,
         }
         reports = f"{out}/{C.SCORES_REPORTS}/{C.RUN_DATE}={run_date}"
         storage.delete(spark, f"{reports}/{C.SCORE_METRICS}")
-        # metrics from what was written, joined back to the labels (no second inference)
-        labels = records.filter(F.col("reason").isNull() & F.col(C.LABEL).isNotNull()).select(C.REVIEW_ID, C.LABEL)
-        if labels.limit(1).count():
-            metrics = evaluate(written.join(labels, C.REVIEW_ID))
+        # metrics of the labelled rows from the kept scores (no second inference)
+        metrics = evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if n_scored else {"rows": 0}
+        if metrics["rows"]:
             metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))
             storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
             summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
         lap("metrics")
-        summary.update(watch(written, n_scored, run, sc.drift_threshold))
+        summary.update(watch(scored, n_scored, run, sc.drift_threshold))
         lap("drift")
         summary["phase_seconds"] = phases
         summary["seconds"] = round(time.time() - started, 2)
@@ -407,8 +484,9 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         storage.write_text(spark, f"{part}/_SUCCESS", "")
         return summary
     finally:
-        for df in (records, *cached):
-            df.unpersist()
+        for df in (records, scored, *cached):
+            if df is not None:
+                df.unpersist()
 
 
 def watch(written, rows: int, run: ModelRun, threshold: float) -> dict:

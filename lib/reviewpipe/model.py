@@ -61,6 +61,9 @@ class TimePooling(layers.Layer):
     def call(self, inputs, mask=None):
         if mask is None:
             return ops.max(inputs, axis=1) if self.mode == "max" else ops.mean(inputs, axis=1)
+        # The first step always counts, as PaddingMask keeps it: Keras's LSTM/GRU hand on an
+        # all-False mask for a row of padding only, and the max of no step would be -6e4.
+        mask = ops.logical_or(mask, ops.cumsum(ops.ones_like(mask, dtype="int32"), axis=1) == 1)
         m = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
         if self.mode == "max":
             lowest = ops.cast(-6.0e4, inputs.dtype)  # below any tanh output, float16-safe
@@ -116,25 +119,42 @@ def build_model(mc: ModelConf, p: ModelPlan) -> keras.Model:
     """The classifier; the output layer is float32 under a mixed precision policy."""
     ids = keras.Input((p.maxlen,), dtype="int32", name=C.IDS)
     x = layers.Embedding(p.vocab_rows, p.embedding_dim, trainable=mc.embedding_trainable, name="embedding")(ids)
+    out = _head(mc, p, ids, x, lambda name, make: make())
+    return keras.Model(ids, out, name=f"{'bi' if mc.bidirectional else ''}{mc.cell}_classifier")
+
+
+def embedded_head(model: keras.Model, mc: ModelConf, p: ModelPlan) -> keras.Model:
+    """``[ids, embedded ids] -> probability`` with the classifier's own layers after its
+    embedding (shared, not copied): what adversarial training perturbs (reviewpipe.adversarial)."""
+    ids = keras.Input((None,), dtype="int32", name=C.IDS)
+    embedded = keras.Input((None, p.embedding_dim), name="embedded")
+    return keras.Model([ids, embedded], _head(mc, p, ids, embedded, lambda name, make: model.get_layer(name)),
+                       name=f"{model.name}_head")
+
+
+def _head(mc: ModelConf, p: ModelPlan, ids, x, layer):
+    """The layers after the embedding, in order; ``layer(name, make)`` builds or finds each."""
     if p.masked:
-        x = PaddingMask(name="padding_mask")([ids, x])
+        x = layer("padding_mask", lambda: PaddingMask(name="padding_mask"))([ids, x])
     if mc.embedding_dropout:
-        x = layers.SpatialDropout1D(mc.embedding_dropout, name="embedding_dropout")(x)
+        x = layer("embedding_dropout", lambda: layers.SpatialDropout1D(mc.embedding_dropout,
+                                                                       name="embedding_dropout"))(x)
     rnn = layers.LSTM if mc.cell == "lstm" else layers.GRU
     for i in range(mc.layers):
         last = i == mc.layers - 1
-        layer = rnn(mc.units, return_sequences=not (last and mc.pooling == "last"), name=f"{mc.cell}_{i + 1}")
+        cell_name, seqs = f"{mc.cell}_{i + 1}", not (last and mc.pooling == "last")
         if mc.bidirectional:
-            layer = layers.Bidirectional(layer, name=f"bi_{mc.cell}_{i + 1}")
-        x = layer(x)
+            x = layer(f"bi_{cell_name}", lambda: layers.Bidirectional(
+                rnn(mc.units, return_sequences=seqs, name=cell_name), name=f"bi_{cell_name}"))(x)
+        else:
+            x = layer(cell_name, lambda: rnn(mc.units, return_sequences=seqs, name=cell_name))(x)
         if not last and mc.dropout:
-            x = layers.Dropout(mc.dropout, name=f"dropout_{i + 1}")(x)
+            x = layer(f"dropout_{i + 1}", lambda: layers.Dropout(mc.dropout, name=f"dropout_{i + 1}"))(x)
     if mc.pooling != "last":
-        x = TimePooling(mc.pooling, name=f"{mc.pooling}_over_time")(x)
+        x = layer(f"{mc.pooling}_over_time", lambda: TimePooling(mc.pooling, name=f"{mc.pooling}_over_time"))(x)
     if mc.dropout:
-        x = layers.Dropout(mc.dropout, name="output_dropout")(x)
-    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="sentiment")(x)
-    return keras.Model(ids, out, name=f"{'bi' if mc.bidirectional else ''}{mc.cell}_classifier")
+        x = layer("output_dropout", lambda: layers.Dropout(mc.dropout, name="output_dropout"))(x)
+    return layer("sentiment", lambda: layers.Dense(1, activation="sigmoid", dtype="float32", name="sentiment"))(x)
 
 
 def _hard(y_true):

@@ -300,6 +300,9 @@ def plan_run(shards_dir: str, vocab_dir: str, conf: PipelineConf) -> RunPlan:
                     "ingest carves val from train with ingest.val_fraction > 0")
             raise TrainError(f"{shards_dir} has no {split!r} rows; training needs {' + '.join(tc.splits)} "
                              f"and val shards ({hint})")
+    if tc.adversarial in ("vat", "at+vat") and not shards.split_rows(manifest, tc.vat_split):
+        raise TrainError(f"train.adversarial={tc.adversarial} reads train.vat_split={tc.vat_split!r} rows, and "
+                         f"{shards_dir} has none (make prepare writes the unsup reviews of aclImdb)")
     src_len = int(manifest["maxlen"])
     if tc.maxlen > src_len:
         raise TrainError(f"train.maxlen {tc.maxlen} is longer than the shards' maxlen {src_len}; re-encode "
@@ -395,9 +398,31 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
             from reviewpipe.distributed import fit_keras_to_multi_worker
 
             fit_keras_to_multi_worker(model, hw.strategy, plan.maxlen)
+    tc = conf.train
+    if tc.adversarial != "off":
+        attach_adversarial(model, plan, conf, hw, layers)
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
     return model, layers, state, cudnn
+
+
+def attach_adversarial(model, plan: RunPlan, conf: PipelineConf, hw: Hardware, layers) -> None:
+    """train.adversarial: the classifier's train step gets the perturbed-embedding terms."""
+    from reviewpipe import adversarial as A
+    from reviewpipe import model as M
+
+    tc = conf.train
+    if hw.strategy.num_replicas_in_sync > 1 or hw.num_workers > 1:
+        raise TrainError(f"train.adversarial={tc.adversarial} runs on one device only (got "
+                         f"{hw.strategy.num_replicas_in_sync} replicas, {hw.num_workers} workers)")
+    adv = A.Adversarial(tc.adversarial, tc.adversarial_epsilon)
+    unlabelled = None
+    if adv.vat:
+        unlabelled = shards.make_dataset(plan.shards_dir, tc.vat_split, batch_size=tc.batch_size,
+                                         vocab_fingerprint=plan.vocab.fingerprint, shuffle=True, seed=tc.seed + 1,
+                                         shuffle_buffer=tc.shuffle_buffer, labelled=False, maxlen=plan.maxlen,
+                                         repeat=True)
+    A.attach(model, M.embedded_head(model, conf.model, layers), adv, unlabelled)
 
 
 def start_screen(run_dir: Path, resume: bool, state: dict, hw: Hardware, cudnn: str, layers, plan: RunPlan,
@@ -421,7 +446,14 @@ def start_screen(run_dir: Path, resume: bool, state: dict, hw: Hardware, cudnn: 
         f"model      {model.name}: {model.count_params():,} parameters; embedding {layers.vocab_rows} x "
         f"{layers.embedding_dim}; {mc.layers} x {'bi' if mc.bidirectional else ''}{mc.cell.upper()}({mc.units}) "
         f"-> {mc.pooling} pooling",
+        *([f"objective  binary cross-entropy + {' + '.join(_TERMS[t] for t in tc.adversarial.split('+'))}, "
+           f"epsilon {tc.adversarial_epsilon} of each row's embedded norm"
+           + (f"; VAT rows from {tc.vat_split}" if "vat" in tc.adversarial else "")
+           + " (the logged loss is the sum; val_loss is the plain loss)"] if tc.adversarial != "off" else []),
     ])
+
+
+_TERMS = {"at": "adversarial loss", "vat": "virtual adversarial KL"}
 
 
 def fit(model, data: RunData, tc, run_dir: Path, state: dict, resume: bool, run_id: str,
@@ -501,6 +533,9 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         "workers": hw.num_workers, "replicas": hw.strategy.num_replicas_in_sync, "global_batch": data.global_batch,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
         "bidirectional": mc.bidirectional, "maxlen": plan.maxlen,
+        "adversarial": ({"mode": tc.adversarial, "epsilon": tc.adversarial_epsilon,
+                         **({"vat_split": tc.vat_split} if "vat" in tc.adversarial else {})}
+                        if tc.adversarial != "off" else None),
     }
     if plan.w2v_spec is not None:
         metrics["embedding_init"] = {"source": mc.embedding_init, "trainable": mc.embedding_trainable,

@@ -8,6 +8,7 @@ Every input record ends in exactly one of the two tables, and the job checks
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -293,10 +294,24 @@ def _read_in_pieces(spark, big: dict[str, int], piece: int, rank: dict, fmt: str
     """Raw records of big files read in byte-range pieces on the executors (reviewpipe.pieces):
     the quotes per piece (CSV), then the lines and rows each owns, then the records."""
     plan = [pc for uri in sorted(big, key=rank.get) for pc in pieces.plan(rank[uri], uri, big[uri], piece)]
-    sc = spark.sparkContext
 
     def on_executors(fn, items):
-        return sc.parallelize(list(enumerate(items)), len(items)).map(lambda kv: (kv[0], fn(kv[1]))).collect()
+        """[(i, fn(items[i]))], one task per item.  Every pass runs through ``mapInArrow``, in
+        the SQL Python workers that the whole-file parse and the scoring UDF use too (the RDD
+        API's workers are a pool of their own, more processes to start)."""
+        items = list(items)
+
+        def run(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                idx = batch.column(0).to_pylist()
+                out = [json.dumps(fn(items[i]), default=int) for i in idx]
+                yield pa.RecordBatch.from_pydict({"i": idx, "out": out},
+                                                 schema=pa.schema([("i", pa.int64()), ("out", pa.string())]))
+
+        rows = spark.range(len(items), numPartitions=len(items)).mapInArrow(run, "i long, out string").collect()
+        return [(r["i"], json.loads(r["out"])) for r in rows]
 
     parity: dict[int, int | None] = {i: None for i in range(len(plan))}
     headers: dict[str, list[str]] = {}
@@ -350,8 +365,19 @@ def _read_in_pieces(spark, big: dict[str, int], piece: int, rank: dict, fmt: str
                               f"counted; set ingest.split_bytes=0 to read it whole")
         return out
 
-    rows = sc.parallelize(list(enumerate(plan)), len(plan)).flatMap(parse_piece)
-    return spark.createDataFrame(rows, RAW_SCHEMA)
+    def parse_pieces(batches):
+        import pyarrow as pa
+
+        schema = _arrow_schema(RAW_SCHEMA)
+        for batch in batches:
+            for i in batch.column(0).to_pylist():
+                rows = parse_piece((i, plan[i]))
+                for start in range(0, len(rows), 4096):
+                    chunk = rows[start:start + 4096]
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([r[k] for r in chunk], f.type) for k, f in enumerate(schema)], schema=schema)
+
+    return spark.range(len(plan), numPartitions=len(plan)).mapInArrow(parse_pieces, RAW_SCHEMA)
 
 
 def _csv_header(pc, text_col: str, label_col: str, id_col: str, label_optional: bool) -> list[str]:
@@ -501,19 +527,22 @@ def classify(raw, conf: PipelineConf):
                F.lit(C.MISSING_LABEL)),
         F.when(F.col("labelled") & mapped.isNull(), F.lit(C.UNKNOWN_LABEL)),
     )
+    # detail reads the reason column, not its expression: the expression inlined once per
+    # branch would run the text checks seven times per record
+    why = F.col("reason")
     detail = F.coalesce(
         F.col("detail"),
-        F.when(reason == C.MISSING_ID, F.lit("no review id")),
-        F.when(reason == C.TEXT_TOO_LARGE,
+        F.when(why == C.MISSING_ID, F.lit("no review id")),
+        F.when(why == C.TEXT_TOO_LARGE,
                F.concat(nbytes.cast("string"), F.lit(f" bytes > ingest.max_text_bytes={ing.max_text_bytes}"))),
-        F.when(reason == C.INVALID_UTF8, F.lit("text is not valid UTF-8")),
-        F.when(reason == C.EMPTY_TEXT, F.lit("text is empty or whitespace only")),
-        F.when(reason == C.MISSING_LABEL, F.lit("label is missing")),
-        F.when(reason == C.UNKNOWN_LABEL,
+        F.when(why == C.INVALID_UTF8, F.lit("text is not valid UTF-8")),
+        F.when(why == C.EMPTY_TEXT, F.lit("text is empty or whitespace only")),
+        F.when(why == C.MISSING_LABEL, F.lit("label is missing")),
+        F.when(why == C.UNKNOWN_LABEL,
                F.concat(F.lit("label "), F.to_json(F.array("label_raw")), F.lit(" is not in "
                                                                                 "ingest.positive_labels/negative_labels"))),
     )
-    return raw.withColumn("label", mapped).withColumn("reason", reason).withColumn("detail", detail)
+    return raw.withColumn("reason", reason).withColumn("detail", detail).withColumn("label", mapped)
 
 
 def mark_duplicates(df):

@@ -40,6 +40,19 @@ def embedded(model):
     return tf.constant(model.get_layer("embedding")(IDS))
 
 
+def adversarial_term(model, head, epsilon):
+    """(embedded IDS, the clean loss, reviewpipe.adversarial's adversarial loss) on (IDS, Y)."""
+    import tensorflow as tf
+
+    from reviewpipe import adversarial as A
+
+    e = embedded(model)
+    with tf.GradientTape() as tape:
+        tape.watch(e)
+        clean = A.bce(Y, head([T(IDS), e], training=True))
+    return e, clean, float(A.adversarial_loss(head, IDS, e, Y, clean, tape, epsilon))
+
+
 def test_the_head_is_the_classifier_after_its_embedding():
     model, head, _ = tiny()
     np.testing.assert_allclose(head([T(IDS), embedded(model)]).numpy(), model(IDS).numpy(), rtol=0, atol=1e-7)
@@ -70,11 +83,7 @@ def test_the_adversarial_loss_is_the_loss_at_the_embedding_moved_along_the_norma
     from reviewpipe import adversarial as A
 
     model, head, _ = tiny()
-    e = embedded(model)
-    with tf.GradientTape() as tape:
-        tape.watch(e)
-        clean = A.bce(Y, head([T(IDS), e], training=True))
-    got = float(A.adversarial_loss(head, IDS, e, Y, clean, tape, 0.05))
+    e, clean, got = adversarial_term(model, head, 0.05)
     # by hand, in numpy: g / |g| over each row's unmasked steps, scaled to 0.05 of |e|
     with tf.GradientTape() as t2:
         t2.watch(e)
@@ -83,7 +92,7 @@ def test_the_adversarial_loss_is_the_loss_at_the_embedding_moved_along_the_norma
     mask = (IDS != 0)[:, :, None].astype(np.float32)
     mask[:, 0] = 1
     e_np = e.numpy()
-    unit = g * mask / np.sqrt(((g * mask) ** 2).sum(axis=(1, 2), keepdims=True))
+    unit = g * mask / np.maximum(np.sqrt(((g * mask) ** 2).sum(axis=(1, 2), keepdims=True)), 1e-12)
     moved = e_np + 0.05 * np.sqrt(((e_np * mask) ** 2).sum(axis=(1, 2), keepdims=True)) * unit
     p = head([T(IDS), tf.constant(moved)]).numpy().reshape(-1)
     want = float(np.mean(-(Y * np.log(p) + (1 - Y) * np.log(1 - p))))
@@ -133,16 +142,9 @@ def test_off_is_keras_own_step_and_the_plain_loss():
 
 
 def test_at_logs_the_plain_plus_the_adversarial_loss():
-    import tensorflow as tf
-
-    from reviewpipe import adversarial as A
-
     model, head, conf = tiny()
-    e = embedded(model)
-    with tf.GradientTape() as tape:
-        tape.watch(e)
-        clean = A.bce(Y, head([T(IDS), e], training=True))
-    want = float(clean) + float(A.adversarial_loss(head, IDS, e, Y, clean, tape, 0.05))
+    _, clean, term = adversarial_term(model, head, 0.05)
+    want = float(clean) + term
     before = [w.numpy().copy() for w in model.trainable_weights]
     assert one_step_loss(model, conf, "at") == pytest.approx(want, abs=1e-5)
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))

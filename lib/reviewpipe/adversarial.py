@@ -126,27 +126,29 @@ def attach(model, head, adv: Adversarial, unlabelled=None) -> None:
     model object keeps its class: what it saves and loads is the plain classifier."""
     if adv.mode == "off":
         return
+    import keras
     import tensorflow as tf
-    from keras.src.trainers.data_adapters import data_adapter_utils
 
     embedding = model.get_layer("embedding")
     rows = iter(unlabelled) if adv.vat else None
 
     def train_step(data):
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             with tf.GradientTape(watch_accessed_variables=False) as inner:
                 e = embedding(x)
                 inner.watch(e)
                 y_pred = head([x, e], training=True)
-                clean = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+                clean = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             loss = clean
             if adv.at:
                 loss = loss + adversarial_loss(head, x, e, y, clean, inner, adv.epsilon)
             if adv.vat:
                 xu, _ = next(rows)
                 loss = loss + virtual_adversarial_loss(head, xu, embedding(xu), adv.epsilon)
-            model._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            for metric in model.metrics:  # the logged loss (Keras's guide to a custom train step)
+                if metric.name == "loss":
+                    metric.update_state(loss, sample_weight=tf.shape(x)[0])
             scaled = model.optimizer.scale_loss(loss)
         weights = model.trainable_weights
         model.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))

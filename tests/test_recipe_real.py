@@ -1,5 +1,6 @@
-"""A tiny recipe over a few hundred real aclImdb reviews, through the real Makefile targets:
-ingest -> prepare -> n-gram teacher -> soft pseudo-labels -> student -> evaluation."""
+"""The shipped best recipe over a few hundred real aclImdb reviews, through the real Makefile
+targets: ingest -> prepare -> Word2Vec -> n-gram teacher -> soft pseudo-labels -> LSTM teacher ->
+soft pseudo-labels of both -> adversarial student -> evaluation."""
 
 from __future__ import annotations
 
@@ -18,44 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["vocab.num_words=2000", "encode.maxlen=120", "encode.rows_per_file=256", "encode.row_group_rows=128",
          "model.units=8", "model.embedding_dim=8", "train.batch_size=32", "train.word_pairs=", "ngram.hash_bits=16",
          "train.epochs=1"]
-RECIPE = f"""
-name = "tiny-real"
-set = {json.dumps(SMALL)}
-
-[[step]]
-name = "ingest"
-kind = "ingest"
-
-[[step]]
-name = "prepare"
-kind = "prepare"
-reviews = "ingest"
-
-[[step]]
-name = "ngram"
-kind = "ngram"
-reviews = "ingest"
-
-[[step]]
-name = "pseudo"
-kind = "pseudo"
-shards = "prepare"
-teachers = ["ngram"]
-set = ["pseudo.threshold=0.5", "pseudo.soft=true", "pseudo.max_rows=60"]
-
-[[step]]
-name = "student"
-kind = "train"
-vocab = "prepare"
-shards = "pseudo"
-set = ["train.splits=train,pseudo"]
-
-[[step]]
-name = "evaluate"
-kind = "evaluate"
-reviews = "ingest"
-model = "student"
-"""
+SMALL += ["word2vec.dim=8", "word2vec.min_count=2"]
+# the shipped best recipe itself, on the tiny corpus with the small settings
+RECIPE = (ROOT / "conf" / "recipes" / "best.toml").read_text().replace(
+    'name = "best"', f'name = "tiny-best"\nset = {json.dumps(SMALL)}', 1).replace(
+    '"pseudo.max_rows=20000"', '"pseudo.max_rows=60"')
+STEPS = ["ingest", "prepare", "word2vec", "ngram", "pseudo_ngram", "lstm", "soft", "student", "evaluate"]
 
 
 def small_aclimdb(src: Path, dst: Path, per_class: int = 150) -> Path:
@@ -79,40 +48,49 @@ def make_recipe(tmp: Path, recipe: Path, *extra: str) -> tuple[str, list[str]]:
     return proc.stdout, steps
 
 
-def test_tiny_recipe_runs_skips_reruns_and_records_lineage(extracted_aclimdb, tmp_path):
+def test_the_best_recipe_runs_skips_reruns_and_records_lineage(extracted_aclimdb, tmp_path):
     small_aclimdb(extracted_aclimdb, tmp_path / "aclImdb")
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(RECIPE)
+    work = tmp_path / "work" / "recipes" / "tiny-best"
 
     out, ran = make_recipe(tmp_path, recipe)
-    assert ran == ["ingest", "prepare", "ngram", "pseudo", "student", "evaluate"]
+    assert ran == STEPS
     assert "main job done" in out and "(val by title)" in out
-    runs = [p for p in (tmp_path / "runs").iterdir()]
-    assert len(runs) == 1 and runs[0].name.startswith("tiny-real-student-")
-    meta = json.loads((runs[0] / C.RUN_META).read_text())
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "runs").iterdir())
+    assert runs == ["tiny-best-lstm", "tiny-best-student"]
+    student = next((tmp_path / "runs").glob("tiny-best-student-*"))
+    meta = json.loads((student / C.RUN_META).read_text())
     assert meta["status"] == "complete"
     lineage = meta["lineage"]
-    ngram_dir = tmp_path / "work" / "recipes" / "tiny-real" / "ngram"
-    ngram_acc = json.loads((ngram_dir / C.NGRAM_META).read_text())["metrics"]["val_accuracy"]
-    assert lineage["teachers"] == [{"step": "ngram", "kind": "ngram", "path": str(ngram_dir),
-                                    "val_accuracy": ngram_acc}]
-    assert sorted(lineage["steps"]) == ["ingest", "ngram", "prepare", "pseudo"]
-    vocab = json.loads((tmp_path / "work/recipes/tiny-real/prepare/vocab" / C.VOCAB_SPEC).read_text())
+    ngram_acc = json.loads((work / "ngram" / C.NGRAM_META).read_text())["metrics"]["val_accuracy"]
+    lstm = next((tmp_path / "runs").glob("tiny-best-lstm-*"))
+    lstm_acc = json.loads((lstm / C.RUN_METRICS).read_text())["val_accuracy"]
+    assert lineage["teachers"] == [  # the n-gram teacher of both pseudo steps is listed once
+        {"step": "ngram", "kind": "ngram", "path": str(work / "ngram"), "val_accuracy": ngram_acc},
+        {"step": "lstm", "kind": "keras", "run_id": lstm.name, "path": str(lstm), "val_accuracy": lstm_acc}]
+    assert sorted(lineage["steps"]) == sorted(STEPS[:7])
+    vocab = json.loads((work / "prepare/vocab" / C.VOCAB_SPEC).read_text())
     assert lineage["vocab_fingerprint"] == vocab["fingerprint"]
-    pseudo = json.loads((tmp_path / "work/recipes/tiny-real/pseudo" / C.MANIFEST).read_text())
-    assert pseudo["splits"][C.PSEUDO]["rows"] == 60
-    assert (pseudo["pseudo_label"]["rows_in"], pseudo["pseudo_label"]["positive"]) == (150, 30)
-    reports = list((tmp_path / "work/recipes/tiny-real/evaluate" / C.SCORES_REPORTS).glob("*/" + C.SCORE_METRICS))
+    assert json.loads((student / C.RUN_METRICS).read_text())["adversarial"] == {"mode": "at", "epsilon": 0.02}
+    assert json.loads((lstm / C.RUN_METRICS).read_text())["adversarial"] is None
+    assert json.loads((work / "pseudo_ngram" / C.MANIFEST).read_text())["splits"][C.PSEUDO]["rows"] == 60
+    soft = json.loads((work / "soft" / C.MANIFEST).read_text())
+    assert soft["pseudo_label"]["rows_in"] == 150  # every unsup row is labelled, as many of each label kept
+    assert soft["splits"][C.PSEUDO]["rows"] == 2 * soft["pseudo_label"]["positive"] > 60
+    reports = list((work / "evaluate" / C.SCORES_REPORTS).glob("*/" + C.SCORE_METRICS))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["rows"] == meta_rows(tmp_path)
 
     out, ran = make_recipe(tmp_path, recipe)  # everything is done: nothing runs
-    assert ran == [] and "0 of 6 steps ran" in out
+    assert ran == [] and f"0 of {len(STEPS)} steps ran" in out
 
-    out, ran = make_recipe(tmp_path, recipe, "SET=train.seed=7")  # a student setting: student + evaluate
+    # a setting of the student step alone: the student and its evaluation run again
+    recipe.write_text(RECIPE.replace('"train.adversarial_epsilon=0.02"', '"train.adversarial_epsilon=0.03"'))
+    out, ran = make_recipe(tmp_path, recipe)
     assert ran == ["student", "evaluate"]
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+    assert len(list((tmp_path / "runs").iterdir())) == 3
 
 
 def meta_rows(tmp: Path) -> int:
-    summary = json.loads((tmp / "work/recipes/tiny-real/ingest" / C.INGEST_SUMMARY).read_text())
+    summary = json.loads((tmp / "work/recipes/tiny-best/ingest" / C.INGEST_SUMMARY).read_text())
     return summary["written_by_split"]["val"]

@@ -410,10 +410,12 @@ def write_lineage(recipe: Recipe, step: Step) -> dict:
     run_dir = recipe.out(step)
     meta_path = run_dir / C.RUN_META
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    teachers = []
+    teachers, named = [], set()
     for s in ancestors(recipe, step):
         for t in s.refs.get("teachers", []) if s.kind == "pseudo" else []:
-            teachers.append(_teacher(recipe, recipe.step(t)))
+            if t not in named:  # a teacher of several pseudo steps is listed once
+                named.add(t)
+                teachers.append(_teacher(recipe, recipe.step(t)))
     lineage = {"recipe": recipe.name, "recipe_file": str(recipe.path), "step": step.name, "hash": step.hash,
                "steps": {s.name: {"kind": s.kind, "hash": s.hash, "output": str(recipe.out(s))}
                          for s in ancestors(recipe, step)},

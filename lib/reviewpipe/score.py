@@ -185,12 +185,15 @@ def cached(key: tuple, factory: Callable[[], object]):
                 return slot.result()
             except BaseException:  # a background preload failed: go round and load here
                 continue
-        try:
-            slot.set_result(factory())
-        except BaseException as e:
-            slot.set_exception(e)
-            raise
-        return slot.result()
+        _fill(slot, factory)
+        return slot.result()  # raises the factory's error here, in the task that needs the model
+
+
+def _fill(slot: Future, factory: Callable[[], object]) -> None:
+    try:
+        slot.set_result(factory())
+    except BaseException as e:
+        slot.set_exception(e)
 
 
 def preload(key: tuple, factory: Callable[[], object]) -> None:
@@ -201,14 +204,8 @@ def preload(key: tuple, factory: Callable[[], object]) -> None:
         if key in _CACHE:
             return
         _CACHE[key] = slot = Future()
-
-    def load() -> None:
-        try:
-            slot.set_result(factory())
-        except BaseException as e:  # the scoring task loads again and raises it there
-            slot.set_exception(e)
-
-    threading.Thread(target=load, name="reviewpipe-preload", daemon=True).start()
+    # a failure stays in the slot: the scoring task loads again and raises it there
+    threading.Thread(target=_fill, args=(slot, factory), name="reviewpipe-preload", daemon=True).start()
 
 
 def preload_on_workers(spark, key: tuple, factory: Callable[[], object]) -> None:

@@ -1,4 +1,4 @@
-"""Language-model pretraining: length batches, the encoder artifact, its refusals, the hand-over."""
+"""Language-model pretraining: the encoder artifact, its refusals, the hand-over."""
 
 from __future__ import annotations
 
@@ -10,36 +10,6 @@ import pytest
 
 from conftest import small_conf
 from reviewpipe import constants as C
-
-
-def _rows(lengths, width, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((len(lengths), width), np.int32)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = rng.integers(2, 50, n)
-    return ids
-
-
-def test_length_batches_keep_every_token_and_crop_to_the_step():
-    import tensorflow as tf
-
-    from reviewpipe.lm import length_batches
-
-    lengths = [0, 12, 3, 7, 1, 11, 5, 9, 2, 12, 4]
-    ids = _rows(lengths, 12)
-    src = tf.data.Dataset.from_tensors((ids, np.zeros(len(ids), np.float32)))  # one window of 11 rows
-    batches = [b.numpy() for b in length_batches(src, batch_size=3, step=4, maxlen=12, seed=0)]
-
-    assert sorted(len(b) for b in batches) == [2, 3, 3, 3]
-    widths = {}
-    for b in batches:
-        n = (b != 0).sum(axis=1)
-        assert b.shape[1] % 4 == 0 and b.shape[1] >= max(n.max(), 2)  # never cuts a token
-        widths[tuple(sorted(n))] = b.shape[1]
-    # sorted by length, then cut: each batch holds neighbouring lengths
-    assert widths == {(0, 1, 2): 4, (3, 4, 5): 8, (7, 9, 11): 12, (12, 12): 12}
-    back = np.concatenate([np.pad(b, ((0, 0), (0, 12 - b.shape[1]))) for b in batches])
-    assert sorted(map(tuple, back)) == sorted(map(tuple, ids))  # the same rows, all tokens kept
 
 
 def test_encoder_of_another_vocabulary_or_shape_is_refused(tmp_path):

@@ -233,3 +233,27 @@ def test_cpu_hardware_and_mixed_precision_keeps_a_float32_output():
         assert str(out.dtype) in ("float32", "<dtype: 'float32'>")
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_masked_model_has_the_same_loss_and_gradients_on_a_batch_cropped_to_its_longest_row():
+    """What train.length_step relies on: the columns past a post-padded row's last id change nothing."""
+    import tensorflow as tf
+
+    conf = load_conf(None, ["model.embedding_dropout=0", "model.dropout=0"])
+    model = M.build_model(conf.model, M.plan(conf.model, 60, None, "post"))  # as train.length_step builds it
+    assert model.input_shape == (None, None)
+    rng = np.random.default_rng(5)
+    ids = np.zeros((6, 40), np.int32)
+    for i, n in enumerate([0, 3, 17, 9, 1, 12]):
+        ids[i, :n] = rng.integers(1, 60, n)
+    y = tf.constant([0.0, 1.0, 1.0, 0.0, 1.0, 0.3])
+
+    def loss_and_grads(x):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.binary_crossentropy(y, tf.reshape(model(x, training=True), [-1]))
+        return float(tf.reduce_mean(loss)), tape.gradient(loss, model.trainable_variables)
+
+    full, cropped = loss_and_grads(ids), loss_and_grads(ids[:, :17])
+    assert cropped[0] == pytest.approx(full[0], abs=1e-6)
+    for a, b in zip(full[1], cropped[1]):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(), atol=1e-6)

@@ -96,6 +96,25 @@ def test_refusals(data, tmp_path):
         train(str(root / "shards"), str(root / "vocab"), str(tmp_path / "runs"), data["conf"], resume=True)
 
 
+def test_length_step_trains_on_cropped_batches_and_is_refused_without_a_mask(data, run):
+    from reviewpipe.train import TrainError, train
+
+    root = data["root"]
+    metrics = train(str(root / "shards"), str(root / "vocab"), str(root / "runs"),
+                    small_conf(data["conf"], "train.epochs=3", "train.length_step=32"), run_id="r-length", verbose=0)
+    assert metrics["length_step"] == 32 and run[1]["length_step"] == 0
+    assert metrics["train_rows"] == N_TRAIN and metrics["epochs"] == 3 and metrics["val_rows"] == N_VAL
+    assert metrics["val_accuracy"] > 0.6 and metrics["val_auc"] > 0.65  # learns as the full-width run does
+    with open(root / "runs" / "r-length" / C.RUN_HISTORY, newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    with pytest.raises(TrainError, match=r"train.length_step=32 crops batches on the right, which leaves the loss "
+                                         r"as it is only for a masked model over post-padded shards \(these are "
+                                         r"post-padded, model.mask=off\); set train.length_step=0"):
+        train(str(root / "shards"), str(root / "vocab"), str(root / "runs"),
+              small_conf(data["conf"], "train.length_step=32", "model.mask=off"), run_id="r-refused")
+    assert not (root / "runs" / "r-refused").exists()
+
+
 def test_resume_after_sigterm_finishes_the_run(data):
     root = data["root"]
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--shards", str(root / "shards"), "--vocab",

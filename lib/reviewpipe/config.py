@@ -114,6 +114,8 @@ class ModelConf:
 @dataclass(frozen=True)
 class TrainConf:
     maxlen: int = _opt(0, min=0, doc="0 = the shards' maxlen; smaller crops them as encode would")
+    length_step: int = _opt(0, min=0, doc="> 0: batches of rows of similar length, cropped to a multiple of this "
+                                          "(masked post-padded models, one machine); 0 = every batch maxlen wide")
     epochs: int = _opt(6, min=1)
     batch_size: int = _opt(64, min=1)
     optimizer: str = _opt("adam", choices=("adam", "rmsprop"))

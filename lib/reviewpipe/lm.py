@@ -40,40 +40,11 @@ log = logging.getLogger(__name__)
 LM_SPEC = "lm.json"
 LM_WEIGHTS = "encoder.npz"
 PREFIX = "lm:"
-WINDOW_BATCHES = 16  # batches per length-sorted window
 EVAL_BATCH = 8       # full-softmax logits of 8 x 400 steps x 30k ids: ~0.4 GB
 
 
 class LanguageModelError(JobError):
     """The language model cannot be trained or used; the message says why."""
-
-
-def _width(longest, step: int, maxlen: int):
-    """Crop width for a batch whose longest row has ``longest`` tokens: a multiple of ``step``."""
-    import tensorflow as tf
-
-    w = (longest + step - 1) // step * step
-    return tf.clip_by_value(w, min(2, maxlen), maxlen)
-
-
-def length_batches(ds, batch_size: int, step: int, maxlen: int, seed: int):
-    """Rows from ``ds`` (batches of ``WINDOW_BATCHES * batch_size``) re-cut into batches of
-    similar length, each cropped on the right to a multiple of ``step``; batch order shuffled."""
-    import tensorflow as tf
-
-    def cut(ids, _labels):
-        lengths = tf.reduce_sum(tf.cast(ids != C.PAD_INDEX, tf.int32), axis=1)
-        order = tf.argsort(lengths, stable=True)
-        ids, lengths = tf.gather(ids, order), tf.gather(lengths, order)
-        n = tf.shape(ids)[0]
-
-        def batch(start):
-            end = tf.minimum(start + batch_size, n)
-            return ids[start:end, :_width(lengths[end - 1], step, maxlen)]
-
-        return tf.data.Dataset.range(0, tf.cast(n, tf.int64), batch_size).map(lambda s: batch(tf.cast(s, tf.int32)))
-
-    return ds.flat_map(cut).shuffle(4 * WINDOW_BATCHES, seed=seed)
 
 
 class LanguageModel:
@@ -176,13 +147,14 @@ def pretrain(shards_dir: str, vocab_dir: str, out_dir: str, conf: PipelineConf, 
     if pretrained is not None:
         lm.embedding.set_weights([pretrained])
     opt = keras.optimizers.Adam(lc.learning_rate, **({"clipnorm": lc.clipnorm} if lc.clipnorm else {}))
-    window = WINDOW_BATCHES * lc.batch_size
+    window = shards.WINDOW_BATCHES * lc.batch_size
     n_rows = sum(rows.values())
     steps = lc.steps_per_epoch or math.ceil(n_rows / lc.batch_size)
     ds = shards.make_dataset(shards_dir, list(lc.splits), batch_size=window, vocab_fingerprint=vocab.fingerprint,
                              labelled=False, shuffle=True, seed=lc.seed, shuffle_buffer=window * 4,
                              repeat=bool(lc.steps_per_epoch))
-    ds = length_batches(ds, lc.batch_size, lc.length_step, maxlen, lc.seed).prefetch(tf.data.AUTOTUNE)
+    ds = shards.length_batches(ds, lc.batch_size, lc.length_step, maxlen, lc.seed, min_width=2)
+    ds = ds.map(lambda ids, _labels: ids).prefetch(tf.data.AUTOTUNE)
     spec_ids = tf.TensorSpec((None, None), tf.int32)
 
     @tf.function(input_signature=[spec_ids])
@@ -232,10 +204,11 @@ def _val_perplexity(lm: LanguageModel, shards_dir: str, manifest: dict, vocab: V
 
     if not shards.split_rows(manifest, C.VAL):
         return None
-    ds = shards.make_dataset(shards_dir, C.VAL, batch_size=WINDOW_BATCHES * lc.batch_size, shuffle=False,
+    ds = shards.make_dataset(shards_dir, C.VAL, batch_size=shards.WINDOW_BATCHES * lc.batch_size, shuffle=False,
                              vocab_fingerprint=vocab.fingerprint, labelled=False)
-    ds = ds.unbatch().take(lc.eval_rows).batch(WINDOW_BATCHES * lc.batch_size)
-    ds = length_batches(ds, EVAL_BATCH, lc.length_step, maxlen, lc.seed)  # logits: rows x steps x vocab
+    ds = ds.unbatch().take(lc.eval_rows).batch(shards.WINDOW_BATCHES * lc.batch_size)
+    ds = shards.length_batches(ds, EVAL_BATCH, lc.length_step, maxlen, lc.seed, min_width=2)
+    ds = ds.map(lambda ids, _labels: ids)  # logits: rows x steps x vocab
     loss = tf.function(lm.full_loss, input_signature=[tf.TensorSpec((None, None), tf.int32)])
     total, count = 0.0, 0.0
     for ids in ds:

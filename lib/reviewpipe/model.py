@@ -86,13 +86,13 @@ class ModelPlan:
 
     vocab_rows: int
     embedding_dim: int
-    maxlen: int
+    maxlen: int | None  # None: any width (batches cropped by length, train.length_step)
     masked: bool
     cudnn: bool
     cudnn_reason: str
 
 
-def plan(mc: ModelConf, vocab_rows: int, maxlen: int, padding: str, pretrained_dim: int = 0) -> ModelPlan:
+def plan(mc: ModelConf, vocab_rows: int, maxlen: int | None, padding: str, pretrained_dim: int = 0) -> ModelPlan:
     """Resolve ``auto`` settings and check the padding/masking rules for the cuDNN kernel.
 
     Pretrained vectors fix the embedding width (``pretrained_dim``).

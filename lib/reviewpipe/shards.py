@@ -5,6 +5,10 @@ time with pyarrow.  Files are shuffled with the seed, read ``cycle_length`` at a
 (interleaved), rows pass through a seeded shuffle buffer, and with several workers each
 one reads its own share of the files.  The manifest's vocabulary fingerprint must match
 the vocabulary the model is built for.
+
+With ``length_step`` the rows are cut into batches of similar length (:func:`length_batches`),
+each cropped on the right to a multiple of the step: a masked model over post-padded rows gives
+the same loss on the cropped batch, and an LSTM's cost is proportional to the batch's width.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from reviewpipe import constants as C
+
+
+WINDOW_BATCHES = 16  # batches per length-sorted window
 
 
 class ShardsError(ValueError):
@@ -97,7 +104,7 @@ def row_groups(files: list[str]) -> list[int]:
 def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_size: int, vocab_fingerprint: str,
                  shuffle: bool = True, seed: int = 0, shuffle_buffer: int = 10_000, cycle_length: int = 4,
                  num_workers: int = 1, worker_index: int = 0, labelled: bool = True, maxlen: int = 0,
-                 repeat: bool = False):
+                 repeat: bool = False, length_step: int = 0):
     """A batched, prefetched ``tf.data.Dataset`` of (ids, label) read from the shards of one
     split, or of several (``["train", "unsup"]``) mixed as one set of files.
 
@@ -105,7 +112,8 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     parallel; files are shuffled, then interleaved ``cycle_length`` at a time.  (Not
     ``from_generator``: its op lowers glibc's ``M_TRIM_THRESHOLD`` process-wide, which made
     CPU training steps ~40% slower in our benchmark.)  ``maxlen`` (0 = the shards') crops every
-    row as encoding with that maxlen would.
+    row as encoding with that maxlen would.  ``length_step`` > 0 (post-padded shards only) gives
+    batches of rows of similar length cropped to a multiple of it, as many batches as without.
     """
     import tensorflow as tf
 
@@ -114,6 +122,9 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     src_len = int(manifest["maxlen"])
     out_len = maxlen if 0 < maxlen < src_len else src_len
     padding, truncating = manifest.get("padding", "post"), manifest.get("truncating", "pre")
+    if length_step and padding != "post":
+        raise ShardsError(f"{shards_dir}: length-sorted batches crop on the right and need post-padded shards "
+                          f"(these are {padding}-padded)")
     splits = [split] if isinstance(split, str) else list(split)
     files = worker_share(files_of(shards_dir, manifest, splits), num_workers, worker_index)
 
@@ -139,7 +150,37 @@ def make_dataset(shards_dir: str | Path, split: str | Sequence[str], *, batch_si
     ds = ds.unbatch()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if not length_step:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Windows of WINDOW_BATCHES batches re-cut by length: every window but the last is a whole
+    # number of batches, so there are as many batches as ds.batch(batch_size) would make.
+    ds = ds.batch(WINDOW_BATCHES * batch_size)
+    return length_batches(ds, batch_size, length_step, out_len, seed, shuffle=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+def length_batches(ds, batch_size: int, step: int, maxlen: int, seed: int = 0, *, shuffle: bool = True,
+                   min_width: int = 1):
+    """(ids, labels) windows from ``ds`` re-cut into batches of rows of similar length, each
+    cropped on the right to a multiple of ``step`` (at least ``min_width``, at most ``maxlen``)
+    that keeps every id; with ``shuffle`` the order of batches is shuffled (seeded) across a few
+    windows, so a run does not see short rows first and long rows last."""
+    import tensorflow as tf
+
+    def cut(ids, labels):
+        lengths = tf.reduce_sum(tf.cast(ids != C.PAD_INDEX, tf.int32), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        ids, labels, lengths = tf.gather(ids, order), tf.gather(labels, order), tf.gather(lengths, order)
+        n = tf.shape(ids)[0]
+
+        def batch(start):
+            end = tf.minimum(start + batch_size, n)
+            width = tf.clip_by_value((lengths[end - 1] + step - 1) // step * step, min(min_width, maxlen), maxlen)
+            return ids[start:end, :width], labels[start:end]
+
+        return tf.data.Dataset.range(0, tf.cast(n, tf.int64), batch_size).map(lambda s: batch(tf.cast(s, tf.int32)))
+
+    ds = ds.flat_map(cut)
+    return ds.shuffle(4 * WINDOW_BATCHES, seed=seed) if shuffle else ds
 
 
 def files_of(shards_dir: str | Path, manifest: dict, splits: Sequence[str]) -> list[str]:

@@ -304,6 +304,10 @@ def plan_run(shards_dir: str, vocab_dir: str, conf: PipelineConf) -> RunPlan:
         raise TrainError(f"train.adversarial={tc.adversarial} reads train.vat_split={tc.vat_split!r} rows, and "
                          f"{shards_dir} has none (make prepare writes the unsup reviews of aclImdb)")
     src_len = int(manifest["maxlen"])
+    if tc.length_step and (manifest["padding"] != "post" or mc.mask == "off"):
+        raise TrainError(f"train.length_step={tc.length_step} crops batches on the right, which leaves the loss as "
+                         f"it is only for a masked model over post-padded shards (these are "
+                         f"{manifest['padding']}-padded, model.mask={mc.mask}); set train.length_step=0")
     if tc.maxlen > src_len:
         raise TrainError(f"train.maxlen {tc.maxlen} is longer than the shards' maxlen {src_len}; re-encode "
                          f"with --set encode.maxlen={tc.maxlen}")
@@ -351,14 +355,19 @@ def make_data(plan: RunPlan, tc, hw: Hardware) -> RunData:
     steps = tc.steps_per_epoch or math.ceil(n_train / global_batch)
     # Several workers hold different row counts: repeat and count steps so none runs dry first.
     explicit_steps = bool(tc.steps_per_epoch) or hw.num_workers > 1
+    if tc.length_step and hw.num_workers > 1:
+        # Each worker would trace its own widths; the collective ops must match step for step.
+        raise TrainError(f"train.length_step={tc.length_step} runs on one machine; set train.length_step=0 for "
+                         f"{hw.num_workers} workers")
     train_ds = shards.make_dataset(shards_dir, list(tc.splits), batch_size=worker_batch, vocab_fingerprint=fp,
                                    shuffle=True, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer, maxlen=plan.maxlen,
-                                   repeat=explicit_steps, num_workers=hw.num_workers, worker_index=hw.worker_index)
+                                   repeat=explicit_steps, num_workers=hw.num_workers, worker_index=hw.worker_index,
+                                   length_step=tc.length_step)
     if not explicit_steps:
         train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
     val_batch = max(global_batch, 256)
     val_ds = shards.make_dataset(shards_dir, C.VAL, batch_size=val_batch, shuffle=False, vocab_fingerprint=fp,
-                                 maxlen=plan.maxlen)
+                                 maxlen=plan.maxlen, length_step=tc.length_step)
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n_val / val_batch)))
     if hw.num_workers > 1:
         # Each worker already reads its own train files, and evaluates the whole val split:
@@ -378,7 +387,7 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
     from reviewpipe import model as M
 
     mc = conf.model
-    layers = M.plan(mc, plan.vocab.size, plan.maxlen, plan.padding,
+    layers = M.plan(mc, plan.vocab.size, None if conf.train.length_step else plan.maxlen, plan.padding,
                     plan.pretrained.shape[1] if plan.pretrained is not None else 0)
     state = {"epochs_done": 0, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0, "epoch_seconds": []}
     with hw.strategy.scope():
@@ -421,7 +430,7 @@ def attach_adversarial(model, plan: RunPlan, conf: PipelineConf, hw: Hardware, l
         unlabelled = shards.make_dataset(plan.shards_dir, tc.vat_split, batch_size=tc.batch_size,
                                          vocab_fingerprint=plan.vocab.fingerprint, shuffle=True, seed=tc.seed + 1,
                                          shuffle_buffer=tc.shuffle_buffer, labelled=False, maxlen=plan.maxlen,
-                                         repeat=True)
+                                         repeat=True, length_step=tc.length_step)
     A.attach(model, M.embedded_head(model, conf.model, layers), adv, unlabelled)
 
 
@@ -436,7 +445,9 @@ def start_screen(run_dir: Path, resume: bool, state: dict, hw: Hardware, cudnn: 
         f"cuDNN      {cudnn}{' (used when a GPU runs the layer)' if not hw.gpus else ''}; {layers.cudnn_reason}",
         f"data       rows {data.rows}; training on {data.n_train} {'+'.join(tc.splits)} / {data.n_val} val; "
         f"maxlen {plan.maxlen} (shards {plan.src_len}, {plan.padding}-padded, {plan.truncating}-truncated)",
-        f"schedule   {data.steps} steps/epoch x {tc.epochs} epochs, batch {data.global_batch}, {tc.optimizer} "
+        f"schedule   {data.steps} steps/epoch x {tc.epochs} epochs, batch {data.global_batch}"
+        f"{f' of rows of similar length cropped to a multiple of {tc.length_step} ids' if tc.length_step else ''}, "
+        f"{tc.optimizer} "
         f"lr {tc.learning_rate}{' cosine decay' if tc.lr_schedule == 'cosine' else ''}, early stopping patience "
         f"{tc.early_stopping_patience or 'off'}",
         *([f"cluster    worker {hw.worker_index} of {hw.num_workers}{' (the chief: writes the run folder)' if not hw.worker_index else ''}; "
@@ -532,7 +543,7 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         "device": hw.device, "strategy": hw.strategy_name, "precision": hw.precision, "cudnn": cudnn,
         "workers": hw.num_workers, "replicas": hw.strategy.num_replicas_in_sync, "global_batch": data.global_batch,
         "vocab_fingerprint": vocab.fingerprint, "preset": mc.preset, "cell": mc.cell,
-        "bidirectional": mc.bidirectional, "maxlen": plan.maxlen,
+        "bidirectional": mc.bidirectional, "maxlen": plan.maxlen, "length_step": tc.length_step,
         "adversarial": ({"mode": tc.adversarial, "epsilon": tc.adversarial_epsilon,
                          **({"vat_split": tc.vat_split} if "vat" in tc.adversarial else {})}
                         if tc.adversarial != "off" else None),

@@ -23,7 +23,7 @@ SMALL += ["word2vec.dim=8", "word2vec.min_count=2"]
 # the shipped best recipe itself, on the tiny corpus with the small settings
 RECIPE = (ROOT / "conf" / "recipes" / "best.toml").read_text().replace(
     'name = "best"', f'name = "tiny-best"\nset = {json.dumps(SMALL)}', 1).replace(
-    '"pseudo.max_rows=20000"', '"pseudo.max_rows=60"')
+    '"pseudo.max_rows=20000"', '"pseudo.max_rows=60"').replace('"encode.maxlen=800"', '"encode.maxlen=160"')
 STEPS = ["ingest", "prepare", "word2vec", "ngram", "pseudo_ngram", "lstm", "soft", "student", "evaluate"]
 
 
@@ -74,6 +74,9 @@ def test_the_best_recipe_runs_skips_reruns_and_records_lineage(extracted_aclimdb
     assert lineage["vocab_fingerprint"] == vocab["fingerprint"]
     assert json.loads((student / C.RUN_METRICS).read_text())["adversarial"] == {"mode": "at", "epsilon": 0.02}
     assert json.loads((lstm / C.RUN_METRICS).read_text())["adversarial"] is None
+    for run in (lstm, student):  # the recipe's long shards, read in length-sorted batches
+        assert json.loads((run / C.RUN_METRICS).read_text())["length_step"] == 32
+        assert json.loads((run / C.RUN_META).read_text())["maxlen"] == 160
     assert json.loads((work / "pseudo_ngram" / C.MANIFEST).read_text())["splits"][C.PSEUDO]["rows"] == 60
     soft = json.loads((work / "soft" / C.MANIFEST).read_text())
     assert soft["pseudo_label"]["rows_in"] == 150  # every unsup row is labelled, as many of each label kept

@@ -25,3 +25,13 @@ def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):
     assert "never falls back to the CPU" in proc.stderr
     assert "cuInit" not in proc.stderr  # the start-up noise is filtered
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_runs_it_trains_are_valid_settings():
+    from reviewpipe.config import load_conf
+    from reviewpipe.gpu_check import RUNS
+
+    assert [key for key, _, _ in RUNS] == ["default", "seed", "default_length_step"]
+    confs = {key: load_conf(None, [f"model.preset={preset}", *extra]) for key, preset, extra in RUNS}
+    assert confs["default_length_step"].train.length_step == 32 and confs["default"].train.length_step == 0
+    assert confs["seed"].model.units == 32 and confs["default_length_step"].model.units == 64

@@ -2,7 +2,9 @@
 
 It refuses to run without a GPU (no silent CPU fallback), then on the real shards:
 - trains the default and the seed preset for ``epochs`` epochs each with the trainer itself
-  (mixed precision, the cuDNN conditions) and reads their examples/s and seconds per epoch;
+  (mixed precision, the cuDNN conditions) and reads their examples/s and seconds per epoch,
+  and the default once more on length-sorted batches (``train.length_step``, what the
+  recipes train with): cuDNN over batches of varying width, and its speed-up on the GPU;
 - looks for the fused cuDNN kernels among the ops of a traced training step
   (``CudnnRNN*``), which TensorFlow picks only on a GPU and only when the layer allows it;
 - checks the mixed-precision policy: float16 compute, a float32 output;
@@ -42,7 +44,12 @@ def require_gpu() -> dict:
             "compute_capability": details.get("compute_capability"), "tensorflow": tf.__version__}
 
 
-def cudnn_ops(model, maxlen: int) -> list[str]:
+# (report key, model.preset, extra settings): the runs the check trains
+RUNS = (("default", "default", ()), ("seed", "seed", ()),
+        ("default_length_step", "default", ("train.length_step=32",)))
+
+
+def cudnn_ops(model, maxlen: int | None) -> list[str]:
     """The CudnnRNN op types in one traced training step of ``model`` (empty: not fused)."""
     import tensorflow as tf
 
@@ -74,13 +81,13 @@ def run_check(shards: str, vocab: str, reviews: str, runs: str, conf: PipelineCo
     report: dict = {"device": require_gpu(), "checks": {}}
     failures = []
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    for preset in ("default", "seed"):
-        c = load_conf(None, [*_overrides(conf), f"model.preset={preset}", f"train.epochs={epochs}",
-                             "train.early_stopping_patience=0"])
+    for preset, model_preset, extra in RUNS:
+        c = load_conf(None, [*_overrides(conf), f"model.preset={model_preset}", f"train.epochs={epochs}",
+                             "train.early_stopping_patience=0", *extra])
         metrics = train(shards, vocab, runs, c, run_id=f"gpu-check-{stamp}-{preset}", verbose=2)
         run_dir = Path(runs) / f"gpu-check-{stamp}-{preset}"
         model = keras.models.load_model(run_dir / C.RUN_MODEL)
-        ops = cudnn_ops(model, metrics["maxlen"])
+        ops = cudnn_ops(model, None if metrics["length_step"] else metrics["maxlen"])
         report[preset] = {k: metrics[k] for k in ("val_accuracy", "val_auc", "seconds_per_epoch",
                                                   "examples_per_second", "precision", "cudnn", "parameters")}
         report[preset]["cudnn_ops"] = ops
@@ -93,6 +100,8 @@ def run_check(shards: str, vocab: str, reviews: str, runs: str, conf: PipelineCo
         if "float32" not in str(out_dtype):
             failures.append(f"{preset}: the output is {out_dtype}, not float32")
 
+    full, cut = report["default"]["examples_per_second"], report["default_length_step"]["examples_per_second"]
+    report["length_step_speedup"] = round(cut / full, 2) if full and cut else None
     default_run = Path(runs) / f"gpu-check-{stamp}-default"
     # scoring from raw text on the GPU: the scoring UDF's own body, in this process
     texts = pq.read_table(reviews, columns=[C.TEXT], filters=[(C.SPLIT, "=", C.VAL)]).column(C.TEXT).to_pandas()

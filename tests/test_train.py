@@ -113,6 +113,12 @@ def test_length_step_trains_on_cropped_batches_and_is_refused_without_a_mask(dat
         train(str(root / "shards"), str(root / "vocab"), str(root / "runs"),
               small_conf(data["conf"], "train.length_step=32", "model.mask=off"), run_id="r-refused")
     assert not (root / "runs" / "r-refused").exists()
+    from reviewpipe.barrier import train_on_cluster
+
+    with pytest.raises(TrainError, match=r"^train.length_step=32 and train.adversarial=at train on one machine only; "
+                                         r"set train.length_step=0 and train.adversarial=off for 2 workers$"):
+        train_on_cluster(None, str(root / "shards"), str(root / "vocab"), str(root / "runs"),  # before any Spark work
+                         small_conf(data["conf"], "train.length_step=32", "train.adversarial=at"), 2)
 
 
 def test_resume_after_sigterm_finishes_the_run(data):

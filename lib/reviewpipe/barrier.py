@@ -69,6 +69,11 @@ def train_on_cluster(spark, shards_dir: str, vocab_dir: str, runs_dir: str, conf
     runs = Path(runs_dir).resolve()
     conf = _absolute_conf(conf)
     plan = plan_run(shards_dir, vocab_dir, conf)  # every check before a worker starts
+    one_machine = [f"train.{k}={v}" for k, v in (("length_step", conf.train.length_step),
+                                                   ("adversarial", conf.train.adversarial)) if v not in (0, "off")]
+    if workers > 1 and one_machine:
+        raise TrainError(f"{' and '.join(one_machine)} train on one machine only; set train.length_step=0 and "
+                         f"train.adversarial=off for {workers} workers")
     files = shards.files_of(shards_dir, plan.manifest, conf.train.splits)
     shards.worker_share(files, workers, 0)  # refuses fewer files than workers
     run_id, run_dir = _run_folder(runs, run_id, resume, plan.vocab.fingerprint, conf)

@@ -19,6 +19,7 @@ from reviewpipe import model as M  # noqa: E402
     ["model.preset=seed"], ["model.preset=seed", "model.cell=gru"], [], ["model.cell=gru"],
     ["model.bidirectional=true", "model.layers=2", "model.pooling=mean"],
     ["model.bidirectional=true", "model.cell=gru", "model.pooling=last"],
+    ["model.pooling=maxmean"],
 ])
 def test_every_preset_builds_cudnn_compatible_layers(overrides):
     conf = load_conf(None, overrides)
@@ -133,6 +134,10 @@ def test_empty_sequences_keep_one_step_and_pooling_ignores_padding():
     m = np.array([[True, True, False], [True, False, False]])
     assert np.asarray(M.TimePooling("max")(x, mask=m)).ravel().tolist() == [-2.0, -1.0]
     assert np.asarray(M.TimePooling("mean")(x, mask=m)).ravel().tolist() == [-2.5, -1.0]
+    assert np.asarray(M.TimePooling("maxmean")(x, mask=m)).tolist() == [[-2.0, -2.5], [-1.0, -1.0]]
+    np.testing.assert_allclose(np.asarray(M.TimePooling("maxmean")(x)), [[9.0, 4 / 3], [9.0, 1.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="max, mean, maxmean"):
+        M.TimePooling("sum")
     conf = load_conf(None, ["model.units=4", "model.embedding_dim=3"])
     model = M.build_model(conf.model, M.plan(conf.model, 10, 4, "post"))
     out = np.asarray(model(ids, training=False))

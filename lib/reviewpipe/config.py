@@ -100,7 +100,8 @@ class ModelConf:
     layers: int = _opt(1, min=1, max=8)
     units: int = _opt(64, min=1)
     embedding_dim: str = _opt("64", int_ok=True, doc="a positive integer, or auto = round(vocabulary size ** 0.25)")
-    pooling: str = _opt("max", choices=("last", "max", "mean"), doc="over time, after the last recurrent layer")
+    pooling: str = _opt("max", choices=("last", "max", "mean", "maxmean"),
+                        doc="over time, after the last recurrent layer (maxmean: max and mean side by side)")
     embedding_dropout: float = _opt(0.25, min=0.0, max=0.9, doc="on the embedded sequence (never recurrent_dropout)")
     dropout: float = _opt(0.25, min=0.0, max=0.9, doc="between recurrent layers and before the output")
     mask: str = _opt("auto", choices=("auto", "on", "off"),

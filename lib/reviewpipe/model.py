@@ -49,32 +49,39 @@ class PaddingMask(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="reviewpipe")
 class TimePooling(layers.Layer):
-    """Max or mean over time that ignores masked (padding) steps."""
+    """Max, mean, or both side by side (``maxmean``: the max then the mean of each unit,
+    ULMFiT's concat pooling less the last state) over time, ignoring masked (padding) steps."""
+
+    MODES = ("max", "mean", "maxmean")
 
     def __init__(self, mode: str = "max", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("max", "mean"):
-            raise ValueError(f"TimePooling mode must be max or mean, got {mode!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"TimePooling mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.mode = mode
         self.supports_masking = True
 
     def call(self, inputs, mask=None):
         if mask is None:
-            return ops.max(inputs, axis=1) if self.mode == "max" else ops.mean(inputs, axis=1)
-        # The first step always counts, as PaddingMask keeps it: Keras's LSTM/GRU hand on an
-        # all-False mask for a row of padding only, and the max of no step would be -6e4.
-        mask = ops.logical_or(mask, ops.cumsum(ops.ones_like(mask, dtype="int32"), axis=1) == 1)
-        m = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
-        if self.mode == "max":
+            pooled = {"max": lambda: ops.max(inputs, axis=1), "mean": lambda: ops.mean(inputs, axis=1)}
+        else:
+            # The first step always counts, as PaddingMask keeps it: Keras's LSTM/GRU hand on an
+            # all-False mask for a row of padding only, and the max of no step would be -6e4.
+            mask = ops.logical_or(mask, ops.cumsum(ops.ones_like(mask, dtype="int32"), axis=1) == 1)
+            m = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
             lowest = ops.cast(-6.0e4, inputs.dtype)  # below any tanh output, float16-safe
-            return ops.max(inputs * m + lowest * (1 - m), axis=1)
-        return ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1)
+            pooled = {"max": lambda: ops.max(inputs * m + lowest * (1 - m), axis=1),
+                      "mean": lambda: ops.sum(inputs * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1)}
+        if self.mode == "maxmean":
+            return ops.concatenate([pooled["max"](), pooled["mean"]()], axis=-1)
+        return pooled[self.mode]()
 
     def compute_mask(self, inputs, mask=None):
         return None
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
+        units = input_shape[2]
+        return (input_shape[0], 2 * units if self.mode == "maxmean" and units is not None else units)
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}

@@ -545,16 +545,23 @@ def classify(raw, conf: PipelineConf):
     return raw.withColumn("reason", reason).withColumn("detail", detail).withColumn("label", mapped)
 
 
-def mark_duplicates(df):
-    """Among good records, the first by ordinal keeps a review_id; later ones are duplicates."""
+def duplicate_ids(df):
+    """The review_ids that more than one good record has, with the first one's ordinal and
+    source (``_first``, ``_first_source``): usually few rows, worth caching on their own."""
     from pyspark.sql import functions as F
 
-    good = df.filter(F.col("reason").isNull())
-    dups = (good.groupBy(C.REVIEW_ID)
+    return (df.filter(F.col("reason").isNull()).groupBy(C.REVIEW_ID)
             .agg(F.count(F.lit(1)).alias("_n"), F.min(C.ORDINAL).alias("_first"),
                  F.min_by(C.SOURCE, C.ORDINAL).alias("_first_source"))
             .filter("_n > 1").drop("_n"))
-    joined = df.join(dups, C.REVIEW_ID, "left")
+
+
+def mark_duplicates(df, dups=None):
+    """Among good records, the first by ordinal keeps a review_id; later ones are duplicates.
+    ``dups`` is :func:`duplicate_ids` of ``df`` when the caller has it already."""
+    from pyspark.sql import functions as F
+
+    joined = df.join(duplicate_ids(df) if dups is None else dups, C.REVIEW_ID, "left")
     is_dup = F.col("reason").isNull() & F.col("_first").isNotNull() & (F.col(C.ORDINAL) != F.col("_first"))
     return (joined
             .withColumn("detail", F.when(is_dup, F.concat(F.lit("review_id first seen at "), "_first_source"))

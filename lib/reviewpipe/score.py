@@ -279,7 +279,8 @@ def is_reviews_table(path: str) -> bool:
 
 def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None):
     """(records with review_id, label, text, reason, detail, source, ordinal; input format;
-    the cached frames the caller unpersists when it is done with the records)."""
+    the cached frames the records read, which the caller unpersists when it is done)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from reviewpipe import ingest
@@ -295,8 +296,10 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
         detail = (F.when(reason == C.EMPTY_TEXT, F.lit("text is empty or whitespace only"))
                   .when(reason == C.TEXT_TOO_LARGE,
                         F.concat(nbytes.cast("string"), F.lit(f" bytes > score.max_text_bytes={max_bytes}"))))
-        return df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
-                         detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw")), "reviews", []
+        records = df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
+                            detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw"))
+        records = records.persist(StorageLevel.MEMORY_AND_DISK)  # read once: the counts fill it, the UDF reads it
+        return records, "reviews", [records]
     # Every other format goes through the ingest readers and checks (one code path), with the
     # scoring size limit; nothing is carved into val.
     sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
@@ -305,19 +308,21 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
     # Scoring needs no label: a missing or unknown one makes the row unlabelled (left out of
     # the metrics), never quarantined.
     label_problem = F.col("reason").isin(C.MISSING_LABEL, C.UNKNOWN_LABEL)
-    from pyspark import StorageLevel
-
-    # parsed once: the per-file counts of the ordinals and the records read the same cache
+    # Parsed once: the per-file counts of the ordinals fill this cache, and everything after
+    # reads it.  The records themselves are not cached again (a second copy of every text);
+    # only the duplicated ids are, a small table the records join.
     classified = (classified.withColumn(C.LABEL, F.when(label_problem, F.lit(None).cast("tinyint"))
                                         .otherwise(F.col(C.LABEL)))
                   .withColumn("detail", F.when(label_problem, F.lit(None)).otherwise(F.col("detail")))
                   .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason")))
                   .persist(StorageLevel.MEMORY_AND_DISK))
-    records = ingest.mark_duplicates(ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb"))
+    ordered = ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb")
+    dups = ingest.duplicate_ids(ordered).persist(StorageLevel.MEMORY_AND_DISK)
+    records = ingest.mark_duplicates(ordered, dups)
     if splits:
         records = records.filter(F.col(C.SPLIT).isin(list(splits)))
     return (records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE, C.ORDINAL,
-                           "reason", "detail", "raw"), raw.fmt, [classified])
+                           "reason", "detail", "raw"), raw.fmt, [classified, dups])
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,11 +402,11 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
     else:
         factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
     records, in_fmt, cached = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
-    records = records.persist(StorageLevel.MEMORY_AND_DISK)
     lap("parse")
     scored = None
     try:
-        # one pass over the records fills their cache and gives the rows in and the quarantine counts
+        # one pass over the records (the parse cache and the duplicated ids) gives the rows in and
+        # the quarantine counts
         by_reason = {r["reason"]: r["n"] for r in
                      records.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         rows_in = sum(by_reason.values())
@@ -481,7 +486,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         storage.write_text(spark, f"{part}/_SUCCESS", "")
         return summary
     finally:
-        for df in (records, scored, *cached):
+        for df in (scored, *cached):
             if df is not None:
                 df.unpersist()
 

@@ -86,12 +86,7 @@ def test_the_best_recipe_runs_skips_reruns_and_records_lineage(extracted_aclimdb
 
     out, ran = make_recipe(tmp_path, recipe)  # everything is done: nothing runs
     assert ran == [] and f"0 of {len(STEPS)} steps ran" in out
-
-    # a setting of the student step alone: the student and its evaluation run again
-    recipe.write_text(RECIPE.replace('"train.adversarial_epsilon=0.02"', '"train.adversarial_epsilon=0.03"'))
-    out, ran = make_recipe(tmp_path, recipe)
-    assert ran == ["student", "evaluate"]
-    assert len(list((tmp_path / "runs").iterdir())) == 3
+    # (a changed setting reruns its step and what reads it: tests/test_recipe.py, on stand-in steps)
 
 
 def meta_rows(tmp: Path) -> int:

@@ -81,6 +81,42 @@ def test_udf_contract_one_load_per_worker_lengths_and_quarantine(spark, data, ru
 
 
 @pytest.mark.integration
+def test_duplicated_ids_across_files_are_quarantined_and_reconciled(spark, data, run, tmp_path):
+    # a.jsonl holds ids 0-9, b.jsonl ids 5-14 and an empty text: ids 5-9 are seen first in a.jsonl
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": str(i), "text": f"w {i}", "label": 1} for i in range(10)])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": str(i), "text": f"x y {i}", "label": 0} for i in range(5, 15)]
+                + [{"id": "99", "text": "", "label": 0}])
+    conf = small_conf(data["conf"], "ingest.id_column=id")
+    log = str(tmp_path / "loads.txt")
+    s = S.score(spark, str(tmp_path / "in"), str(run[0]), str(tmp_path / "out"), "2026-01-06", conf,
+                predictor_factory=lambda: SumModel(log))
+    assert (s["rows_in"], s["rows_scored"], s["rows_quarantined"]) == (21, 15, 6)
+    assert s["quarantined_by_reason"] == {C.DUPLICATE_ID: 5, C.EMPTY_TEXT: 1}
+    got = spark.read.parquet(str(tmp_path / "out" / "run_date=2026-01-06")).toPandas()
+    assert sorted(map(int, got[C.REVIEW_ID])) == list(range(15))
+    # the first file's texts (2 words) won ids 5-9; the second file's (3 words) only 10-14
+    assert {int(r): round(p * 1000) for r, p in zip(got[C.REVIEW_ID], got[C.PROBABILITY])} == \
+        {i: 2 if i < 10 else 3 for i in range(15)}
+    q = spark.read.parquet(str(tmp_path / "out" / C.SCORES_QUARANTINE / "run_date=2026-01-06")).toPandas()
+    dup = q[q[C.REASON] == C.DUPLICATE_ID].sort_values(C.ORDINAL)
+    assert list(dup[C.REVIEW_ID]) == [str(i) for i in range(5, 10)]
+    assert list(dup[C.ORDINAL]) == list(range(10, 15))  # b.jsonl's rows 0-4, after a.jsonl's 10
+    assert list(dup[C.DETAIL]) == [f"review_id first seen at a.jsonl:line {i + 1}" for i in range(5, 10)]
+    # a split filter that selects nothing: zero rows in, an empty partition, still reconciled
+    none = S.score(spark, str(tmp_path / "in"), str(run[0]), str(tmp_path / "out"), "2026-01-06", conf,
+                   splits=[C.TEST], predictor_factory=lambda: SumModel(log))
+    assert (none["rows_in"], none["rows_scored"], none["rows_quarantined"], none["quarantined_by_reason"]) == \
+        (0, 0, 0, {})
+    assert not list((tmp_path / "out" / "run_date=2026-01-06").glob("*.parquet"))
+    # ids made from file stem and row repeat when two folders hold the same file name: checked too
+    for sub in ("x", "y"):
+        write_jsonl(tmp_path / "in2" / sub / "r.jsonl", [{"text": f"{sub} {i}", "label": 1} for i in range(2)])
+    same = S.score(spark, str(tmp_path / "in2"), str(run[0]), str(tmp_path / "out"), "2026-01-07",
+                   small_conf(data["conf"]), predictor_factory=lambda: SumModel(log))
+    assert (same["rows_in"], same["rows_scored"], same["quarantined_by_reason"]) == (4, 2, {C.DUPLICATE_ID: 2})
+
+
+@pytest.mark.integration
 def test_udf_rejects_a_model_with_the_wrong_output_shape(spark, data, run, tmp_path):
     src = write_jsonl(tmp_path / "in" / "r.jsonl", [{"text": "a b", "label": 1}] * 3)
     with pytest.raises(Exception, match=r"model returned shape \(\d, 2\) for a batch of \d; expected \(\d, 1\)"):
@@ -237,6 +273,32 @@ def test_length_aware_inference_gives_the_same_probabilities(spark, data, run, t
     train(str(tmp_path / "shards_pre"), str(data["root"] / "vocab"), str(tmp_path / "runs"), pre, run_id="raw",
           verbose=0)
     assert not S.KerasPredictor(S.check_run(str(tmp_path / "runs" / "raw")), 0).crop
+
+
+LEAN_LOAD = """
+import sys
+from reviewpipe import score as S
+p = S.KerasPredictor(S.check_run(sys.argv[1]), 1)
+print(sorted(n for n in ("matplotlib", "sklearn") if n in sys.modules))
+with S.imports_skipped(("json_nothere",)):
+    try:
+        import json_nothere
+    except ModuleNotFoundError as e:
+        print(e)
+import sklearn, matplotlib  # after the load both import as usual
+print(len(p(p.encode(__import__("pyarrow").array(["a fine film", ""]))[0])))
+"""
+
+
+@pytest.mark.integration
+def test_a_scoring_worker_loads_the_model_without_keras_optional_imports(run):
+    import subprocess
+
+    got = subprocess.run([sys.executable, "-c", LEAN_LOAD, str(run[0])], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.splitlines()[-3:] == [
+        "[]", "No module named 'json_nothere' (not imported while loading a scoring model)", "2"]
 
 
 @pytest.mark.integration

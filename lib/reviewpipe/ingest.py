@@ -75,6 +75,10 @@ class RawInput:
     df: object  # DataFrame
     fmt: str
     files: int
+    # every record's review_id is distinct by construction, known on the driver (the aclImdb
+    # paths' ids; file stem + row where no id column is read and no two files share a stem):
+    # the duplicate check could find nothing and is skipped
+    ids_unique: bool = False
 
 
 def _aclimdb_root(path: str, conf: PipelineConf) -> str:
@@ -166,7 +170,8 @@ def read_aclimdb(spark, path: str, conf: PipelineConf) -> RawInput:
         df = (files.select(F.regexp_replace("path", "^file:///", "file:/").alias("path"),
                            F.col("content").alias("raw"))
               .join(F.broadcast(meta_df), "path").select(*common))
-    return RawInput(df, "aclimdb", len(ordered))
+    ids = [f.review_id for f in ordered]
+    return RawInput(df, "aclimdb", len(ordered), ids_unique=len(set(ids)) == len(ids))
 
 
 def _aclimdb_titles(spark, files: list, local: bool) -> list[str | None]:
@@ -275,7 +280,8 @@ def _python_parsed(spark, path: str, fmt: str, suffixes: tuple[str, ...], conf: 
     if big:
         df = df.unionByName(_read_in_pieces(spark, big, piece, rank, fmt, suffixes, conf, text_col, label_col,
                                             id_col, label_optional))
-    return RawInput(df, fmt, len(listed))
+    stems = [_strip_suffixes(u.rsplit("/", 1)[-1], suffixes) for u in listed]
+    return RawInput(df, fmt, len(listed), ids_unique=not id_col and len(set(stems)) == len(stems))
 
 
 def _split_candidates(spark, files, rank: dict, split_bytes: int) -> tuple[dict[str, int], int]:
@@ -489,16 +495,23 @@ def read_raw(spark, path: str, fmt: str, conf: PipelineConf, label_optional: boo
 # ---------------------------------------------------------------------------------------
 # validation
 
-def with_ordinal(spark, raw, one_record_per_file: bool = False):
-    """ordinal = records in all earlier files (source order) + the row within the file."""
+def with_ordinal(spark, raw, one_record_per_file: bool = False, counts=None):
+    """ordinal = records in all earlier files (source order) + the row within the file.
+
+    ``counts``: (file_rank, records) pairs the caller has counted already (the scoring job
+    counts them in the same pass as its reasons); otherwise one group-by counts them."""
     from pyspark.sql import functions as F
 
     if one_record_per_file:
         return raw.withColumn(C.ORDINAL, F.col("file_rank"))
-    counts = sorted((r["file_rank"], r["n"]) for r in
-                    raw.groupBy("file_rank").agg(F.count(F.lit(1)).alias("n")).collect())
-    offsets, total = [], 0
+    if counts is None:
+        counts = [(r["file_rank"], r["n"]) for r in
+                  raw.groupBy("file_rank").agg(F.count(F.lit(1)).alias("n")).collect()]
+    per_file: dict[int, int] = {}
     for rank, n in counts:
+        per_file[rank] = per_file.get(rank, 0) + n
+    offsets, total = [], 0
+    for rank, n in sorted(per_file.items()):
         offsets.append((rank, total))
         total += n
     offsets_df = spark.createDataFrame(offsets, "file_rank long, offset long")
@@ -632,7 +645,9 @@ def ingest(spark, input_path: str, output_dir: str, conf: PipelineConf, fmt: str
         log.info("read and checked %d records from %d %s files in %.1fs", rows_read, raw_input.files,
                  raw_input.fmt, time.time() - started)
         records = with_ordinal(spark, classified, raw_input.fmt == "aclimdb")
-        records = carve_val(mark_duplicates(records), ing.val_fraction, ing.val_group)
+        if not raw_input.ids_unique:
+            records = mark_duplicates(records)
+        records = carve_val(records, ing.val_fraction, ing.val_group)
         val_split = val_split_summary(records, ing.val_fraction, ing.val_group)
         stats = (records.groupBy(C.SPLIT, "reason")
                  .agg(F.count(F.lit(1)).alias("n"), F.sum(F.octet_length("raw")).alias("bytes"))

@@ -16,7 +16,9 @@ Re-running a date replaces that date's partition only (dynamic partition overwri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.abc
 import json
 import logging
 import os
@@ -109,6 +111,34 @@ def check_date(run_date: str) -> str:
 
 _CACHE: dict[tuple, Future] = {}
 MODEL_LOADED = "reviewpipe score: loaded model run"
+# Keras imports its optional integrations when they are installed (matplotlib for
+# plot_image_gallery, scikit-learn for its estimator wrappers): 1.3-1.5 s of a scoring
+# worker's 4.2 s TensorFlow import, for code that scoring never calls.
+UNUSED_BY_KERAS_SCORING = ("matplotlib", "sklearn")
+
+
+class _Skip(importlib.abc.MetaPathFinder):
+    def __init__(self, names: Sequence[str]):
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (not imported while loading a scoring model)",
+                                      name=name)
+        return None
+
+
+@contextlib.contextmanager
+def imports_skipped(names: Sequence[str] = UNUSED_BY_KERAS_SCORING):
+    """Inside: importing ``names`` (not imported yet) fails as if they were not installed, so
+    libraries that import them optionally go without.  After: they import as usual (a
+    library that went without keeps going without in this process)."""
+    finder = _Skip(names)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 class KerasPredictor:
@@ -119,7 +149,8 @@ class KerasPredictor:
 
         native_logs.install()  # this Python worker's TensorFlow start-up lines
         t0 = time.perf_counter()
-        import tensorflow as tf
+        with imports_skipped():
+            import tensorflow as tf
 
         if tf_threads:
             try:
@@ -277,9 +308,33 @@ def is_reviews_table(path: str) -> bool:
     return p.is_dir() and any(p.glob("split=*/*.parquet"))
 
 
-def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None):
-    """(records with review_id, label, text, reason, detail, source, ordinal; input format;
-    the cached frames the records read, which the caller unpersists when it is done)."""
+@dataclass
+class Input:
+    """What :func:`read_input` gives the job: the records (review_id, label, text, reason,
+    detail, source, ordinal, raw), the input format, the cached frames the records read (the
+    caller unpersists them), and from the pass that filled the cache, the rows in and the rows
+    that passed the checks before the duplicate check (none means nothing to score)."""
+    records: object
+    fmt: str
+    cached: list
+    rows_in: int
+    rows_checked: int
+
+
+def _row_counts(df, keys: Sequence[str], splits: Sequence[str] | None) -> tuple[list, int, int]:
+    """One group-by over ``df`` (it fills ``df``'s cache): the rows per ``keys`` and per
+    passed/failed checks, and the rows in and passed for the selected splits."""
+    from pyspark.sql import functions as F
+
+    by = [*keys, C.SPLIT] if splits else list(keys)
+    got = df.groupBy(*by, F.col("reason").isNull().alias("_ok")).agg(F.count(F.lit(1)).alias("n")).collect()
+    mine = [r for r in got if not splits or r[C.SPLIT] in splits]
+    return got, sum(r["n"] for r in mine), sum(r["n"] for r in mine if r["_ok"])
+
+
+def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None) -> Input:
+    """Read and check the input (the ingest readers and checks, or a reviews table), cached
+    once; counts the rows in the pass that fills the cache."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -299,7 +354,8 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
         records = df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
                             detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw"))
         records = records.persist(StorageLevel.MEMORY_AND_DISK)  # read once: the counts fill it, the UDF reads it
-        return records, "reviews", [records]
+        _, rows_in, checked = _row_counts(records, (), None)
+        return Input(records, "reviews", [records], rows_in, checked)
     # Every other format goes through the ingest readers and checks (one code path), with the
     # scoring size limit; nothing is carved into val.
     sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
@@ -308,21 +364,29 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
     # Scoring needs no label: a missing or unknown one makes the row unlabelled (left out of
     # the metrics), never quarantined.
     label_problem = F.col("reason").isin(C.MISSING_LABEL, C.UNKNOWN_LABEL)
-    # Parsed once: the per-file counts of the ordinals fill this cache, and everything after
-    # reads it.  The records themselves are not cached again (a second copy of every text);
-    # only the duplicated ids are, a small table the records join.
+    # Parsed once: one group-by fills this cache and gives the records per file (for the
+    # ordinals) and the rows in; everything after reads it.  The records themselves are not
+    # cached again (a second copy of every text); only the duplicated ids are, a small table
+    # the records join, filled by the first pass that needs it (the scoring), and only where
+    # the ids can repeat (RawInput.ids_unique).
     classified = (classified.withColumn(C.LABEL, F.when(label_problem, F.lit(None).cast("tinyint"))
                                         .otherwise(F.col(C.LABEL)))
                   .withColumn("detail", F.when(label_problem, F.lit(None)).otherwise(F.col("detail")))
                   .withColumn("reason", F.when(label_problem, F.lit(None)).otherwise(F.col("reason")))
                   .persist(StorageLevel.MEMORY_AND_DISK))
-    ordered = ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb")
-    dups = ingest.duplicate_ids(ordered).persist(StorageLevel.MEMORY_AND_DISK)
-    records = ingest.mark_duplicates(ordered, dups)
+    counts, rows_in, checked = _row_counts(classified, ("file_rank",), splits)
+    ordered = ingest.with_ordinal(spark, classified, raw.fmt == "aclimdb",
+                                  [(r["file_rank"], r["n"]) for r in counts])
+    cached = [classified]
+    records = ordered
+    if not raw.ids_unique:  # ids read from the input (or two files share a stem): the check runs
+        dups = ingest.duplicate_ids(ordered).persist(StorageLevel.MEMORY_AND_DISK)
+        records = ingest.mark_duplicates(ordered, dups)
+        cached.append(dups)
     if splits:
         records = records.filter(F.col(C.SPLIT).isin(list(splits)))
-    return (records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE, C.ORDINAL,
-                           "reason", "detail", "raw"), raw.fmt, [classified, dups])
+    return Input(records.select(C.REVIEW_ID, C.LABEL, F.col("raw").cast("string").alias(C.TEXT), C.SOURCE,
+                                C.ORDINAL, "reason", "detail", "raw"), raw.fmt, cached, rows_in, checked)
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,18 +465,11 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             lap("preload")
     else:
         factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
-    records, in_fmt, cached = read_input(spark, input_path, fmt, conf, splits)  # parses, counts rows per file
+    got = read_input(spark, input_path, fmt, conf, splits)  # parses and counts the rows in, cached
+    records, in_fmt, cached, rows_in = got.records, got.fmt, got.cached, got.rows_in
     lap("parse")
     scored = None
     try:
-        # one pass over the records (the parse cache and the duplicated ids) gives the rows in and
-        # the quarantine counts
-        by_reason = {r["reason"]: r["n"] for r in
-                     records.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-        rows_in = sum(by_reason.values())
-        by_reason.pop(None, None)
-        n_bad = sum(by_reason.values())
-        lap("count")
         predict = make_udf(factory, key, sc.batch_size)
         scored_at = datetime.now(timezone.utc).replace(microsecond=0)
         good = records.filter(F.col("reason").isNull())
@@ -432,7 +489,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
                                F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
                                F.lit(run_date).alias(C.RUN_DATE))
         t_score = time.time()
-        if rows_in > n_bad:
+        if got.rows_checked:  # a record that passed the checks is scored (the first of a duplicated id)
             scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
         else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
             storage.delete(spark, part)
@@ -444,16 +501,21 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
             F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
-        bad.coalesce(1).write.mode("overwrite").parquet(f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}")
+        quarantine = f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}"
+        bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
         lap("quarantine_write")
 
-        # the reconciliation counts what was written, not what was meant to be
+        # the reconciliation counts what was written, not what was meant to be: the rows in
+        # (counted when the input was read) = the scores + the quarantine rows on disk
+        by_reason = dict(sorted((r[C.REASON], r["n"]) for r in spark.read.schema(f"{C.REASON} string")
+                                .parquet(quarantine).groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()))
+        n_bad = sum(by_reason.values())
         written = spark.read.schema(SCORE_SCHEMA).parquet(part)
-        n_scored = written.count()
+        n_scored, n_ids = written.agg(F.count(F.lit(1)), F.count_distinct(C.REVIEW_ID)).first()
         if n_scored + n_bad != rows_in:
             raise ScoreError(f"counts do not reconcile for {run_date}: {rows_in} rows in != {n_scored} scored + "
                              f"{n_bad} quarantined")
-        dupes = n_scored - written.select(C.REVIEW_ID).distinct().count()
+        dupes = n_scored - n_ids
         if dupes:
             raise ScoreError(f"{dupes} duplicate review_ids in {part}")
         lap("read_back_and_reconcile")

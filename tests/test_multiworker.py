@@ -170,7 +170,7 @@ def test_a_lost_executor_fails_the_stage_clearly_and_resume_finishes_the_run(dat
     assert not (run_dir / C.RUN_CHECKPOINTS).exists()
 
 
-def test_scoring_survives_a_lost_executor_with_the_same_scores(data, run, tmp_path):
+def test_scoring_survives_a_lost_executor_with_the_same_scores(spark, data, run, tmp_path):
     """An executor killed mid-scoring on local-cluster: Spark retries its tasks, the job
     succeeds, and the scores equal a run without the fault (no row lost or doubled)."""
     import pandas as pd
@@ -201,9 +201,13 @@ def test_scoring_survives_a_lost_executor_with_the_same_scores(data, run, tmp_pa
     assert faulty.returncode == 0, err[-3000:]
     assert "Lost executor" in err or "ExecutorLostFailure" in err
 
-    clean = score(tmp_path / "clean", "local[2]")
-    _, err = clean.communicate(timeout=400)
-    assert clean.returncode == 0, err[-3000:]
+    # the run without the fault: the same job's code and settings in this process's local[2] session
+    from reviewpipe.config import load_conf
+    from reviewpipe.score import score as score_in_process
+
+    score_in_process(spark, str(src), str(run[0]), str(tmp_path / "clean"), "2026-06-01",
+                     load_conf(ROOT / "conf" / "pipeline.toml", [f"spark.defaults_file={data['conf'].spark.defaults_file}",
+                                                                 "score.batch_size=4", "score.arrow_batch_rows=64"]))
     cols = [C.REVIEW_ID, C.PROBABILITY, C.PREDICTED_LABEL, C.LENGTH, C.OOV]
     got, want = ((pq.read_table(tmp_path / name / "run_date=2026-06-01", columns=cols).to_pandas()
                   .sort_values(C.REVIEW_ID).reset_index(drop=True)) for name in ("faulty", "clean"))

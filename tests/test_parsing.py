@@ -65,6 +65,13 @@ def test_csv_rfc4180_quoting():
     assert all(r.reason is None for r in recs)
 
 
+def test_csv_a_review_past_the_csv_modules_128_kib_field_limit_is_one_record():
+    long = b"word " * 60_000  # 300 kB: Python's csv refuses fields over 131,072 characters by default
+    recs = csv_records(b'review,sentiment\n"' + long + b'",positive\nnext,negative\n')
+    assert [(r.raw, r.label_raw, r.row, r.locator, r.reason) for r in recs] == [
+        (long, "positive", 0, "line 2", None), (b"next", "negative", 1, "line 3", None)]
+
+
 def test_csv_bom_gzip_and_blank_lines():
     data = gzip.compress(b'\xef\xbb\xbfreview,sentiment\n\n"x",positive\n\n')
     recs = csv_records(data)

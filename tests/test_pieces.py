@@ -57,6 +57,22 @@ def test_pieces_give_the_records_of_the_whole_file(spark, conf, tmp_path, fmt, d
         assert got == whole, split
 
 
+def test_a_record_longer_than_several_pieces_is_read_whole(spark, conf, tmp_path):
+    """A 2.5 MB quoted review with a newline every 100 bytes across 600 kB pieces (past the csv
+    module's default field limit, 128 KiB): the records of the whole file, the long one whole."""
+    long_text = ("x" * 99 + "\n") * 25_000
+    body = "".join(f'"row {i}",positive\n' for i in range(3000))
+    path = tmp_path / "long.csv"
+    path.write_bytes(("review,sentiment\n" + body + f'"{long_text}",negative\n' + body).encode())
+    whole = raw_rows(spark, path, "csv", conf_with(conf, "ingest.split_bytes=0", "ingest.max_text_bytes=8000000"))
+    assert len(whole) == 6001 and not any(r[6] for r in whole)
+    got = raw_rows(spark, path, "csv", conf_with(conf, "ingest.split_bytes=600000", "ingest.max_text_bytes=8000000"))
+    assert got == whole
+    assert [r[5] for r in got if r[4] == "negative"] == [long_text.encode()]
+    first = pieces.Piece(0, str(path), 0, 600_000, path.stat().st_size)  # the piece where it starts reads on
+    assert pieces.region(first, 0).endswith(b'",negative\n') and len(pieces.region(first, 0)) > 2_500_000
+
+
 def test_regions_tile_the_file_and_respect_quotes():
     import tempfile
     from pathlib import Path

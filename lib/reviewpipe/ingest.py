@@ -498,8 +498,9 @@ def read_raw(spark, path: str, fmt: str, conf: PipelineConf, label_optional: boo
 def with_ordinal(spark, raw, one_record_per_file: bool = False, counts=None):
     """ordinal = records in all earlier files (source order) + the row within the file.
 
-    ``counts``: (file_rank, records) pairs the caller has counted already (the scoring job
-    counts them in the same pass as its reasons); otherwise one group-by counts them."""
+    ``counts``: (file_rank, records) pairs the caller has counted already (the scoring job,
+    in the pass that fills its cache; a file_rank may repeat, its counts add up); otherwise
+    one group-by counts them."""
     from pyspark.sql import functions as F
 
     if one_record_per_file:

@@ -18,12 +18,12 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+from reviewpipe import constants as C
+
 # The csv module refuses fields over 128 KiB by default ("field larger than field limit"),
 # which made a long review a parse error; sizes are the checks' business (text_too_large at
 # ingest.max_text_bytes / score.max_text_bytes), so the parser takes any field.
 csv.field_size_limit(2**31 - 1)
-
-from reviewpipe import constants as C
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ SHELL        := /bin/bash
 PYTHON_BOOT  ?= python3
 VENV         ?= .venv
 PY           := $(VENV)/bin/python
-STAMP        := $(VENV)/.setup-stamp
+INSTALL_STAMP := $(VENV)/.setup-stamp
+STAMP        := $(VENV)/.pypath-stamp
 CONF         ?= conf/pipeline.toml
 MASTER       ?= local[*]
 DATA_DIR     ?= data
@@ -64,7 +65,7 @@ java-check:
 	@v=$$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+)(\.[0-9]+)?.*/\1/p'); \
 	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "error: Java $$v found, PySpark 4 needs 17+. Install openjdk-17 ('sudo apt-get install -y openjdk-17-jre-headless') and put it first on PATH." >&2; exit 1; fi
 
-$(STAMP): pyproject.toml | java-check
+$(INSTALL_STAMP): pyproject.toml | java-check
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,package]"
@@ -72,10 +73,16 @@ $(STAMP): pyproject.toml | java-check
 	$(PY) -m reviewpipe.jvm_cds build
 	touch $@
 
+# The venv's Python imports the installed, byte-compiled PySpark instead of the source zips
+# that spark-submit and Spark's workers put first on PYTHONPATH (reviewpipe.pypath).
+$(STAMP): $(INSTALL_STAMP) lib/reviewpipe/pypath.py
+	$(PY) -m reviewpipe.pypath install
+	$(PY) -m reviewpipe.pypath check
+	touch $@
+
 $(ZIP): $(STAMP) $(shell find lib -name '*.py' 2>/dev/null)
 	@mkdir -p dist
-	@$(PY) -c "import pathlib, zipfile; z = zipfile.ZipFile('$@', 'w', zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to('lib')) for p in sorted(pathlib.Path('lib/reviewpipe').rglob('*.py'))]; z.close()"
-	@echo "built $@"
+	@$(PY) -m reviewpipe.pypath zip $@ lib
 
 package: $(ZIP) ## build dist/reviewpipe.zip for spark-submit --py-files
 

@@ -9,7 +9,9 @@ over, 100,000, each copy made distinct), with one model run, one after the other
   job        jobs/score.py through spark-submit on local[2]: the whole job (spark-submit to
              exit), its UDF phase (scoring and writing) and its other phases
   baseline   the same job from the code the scoring issue measured (--baseline-ref, a git
-             worktree), on the same input and model: the whole-job target is >= 2x
+             worktree), on the same input and model, as its Makefile and setup ran it (PySpark
+             and reviewpipe imported from source zips): the whole-job target is >= 2x; also
+             with the properties file, and with this setup's compiled imports
   per-row    a plain Python UDF calling the model once per row, on a sample, extrapolated
   cluster    the job on local-cluster[N,1,2048] (N executor processes, one core each), N = 1, 2
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from common import ROOT, write_results
 
 from reviewpipe import constants as C
+from reviewpipe import pypath
 
 DEFAULT_CSV = ROOT.parent / "shared" / "datasets" / "imdb_train_reviews.csv.gz"
 BASELINE_REF = "9494418"  # the scoring job as issue 18 measured it (before label-optional input)
@@ -95,10 +98,11 @@ def score_java_opts() -> str:
 
 
 def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path: Path, model: str, out: Path,
-        cwd: Path, properties: bool = True, java_opts: str = "") -> dict:
+        cwd: Path, properties: bool = True, java_opts: str = "", pyspark_zips: bool = False) -> dict:
     """jobs/score.py of ``code_root`` through spark-submit, as its Makefile launches it (the
     current one passes conf/spark-defaults.conf as --properties-file and SCORE_JAVA_OPTS); the
-    whole job timed from outside."""
+    whole job timed from outside.  ``pyspark_zips``: its Python processes import PySpark from
+    the source zips, as before the venv's site hook (reviewpipe.pypath)."""
     venv = ROOT / ".venv" / "bin"
     cds = subprocess.run([str(venv / "python"), "-m", "reviewpipe.jvm_cds", "options"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
@@ -110,6 +114,9 @@ def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path:
            "--output", str(out), "--run-date", "2026-01-01", "--conf", str(conf_file),
            "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}"]  # cwd is a scratch folder
     env = {**os.environ, "PYSPARK_PYTHON": str(venv / "python"), "PYSPARK_DRIVER_PYTHON": str(venv / "python")}
+    env.pop(pypath.KEEP_ENV, None)
+    if pyspark_zips:
+        env[pypath.KEEP_ENV] = "1"
     from pyspark.find_spark_home import _find_spark_home
 
     work = Path(_find_spark_home()) / "work"  # local-cluster's executor folders: their stderr holds the loads
@@ -171,10 +178,14 @@ def per_row(model: str, csv_path: Path, tmp: Path) -> dict:
             "rows_per_second": round(got["rows"] / got["seconds"], 1)}
 
 
-def zip_of(code_root: Path, tmp: Path, name: str) -> Path:
+def zip_of(code_root: Path, tmp: Path, name: str, compiled: bool = True) -> Path:
+    """The --py-files zip as the Makefile builds it (reviewpipe.pypath.build_zip, with .pyc), or
+    with sources only, as the Makefiles before it did."""
     import zipfile
 
     path = tmp / f"{name}.zip"
+    if compiled:
+        return pypath.build_zip(path, code_root / "lib")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted((code_root / "lib" / "reviewpipe").rglob("*.py")):
             z.write(p, p.relative_to(code_root / "lib"))
@@ -212,16 +223,21 @@ def main() -> None:
             subprocess.run(["git", "worktree", "add", "-f", "--detach", str(old), args.baseline_ref], cwd=ROOT,
                            check=True, capture_output=True)
             try:
-                old_zip = zip_of(old, tmp, "baseline")
-                # as its Makefile ran it (no --properties-file: a 1g driver), and with the properties file
+                old_zip = zip_of(old, tmp, "baseline", compiled=False)
+                # as its Makefile and setup ran it (no --properties-file: a 1g driver; PySpark and
+                # reviewpipe imported from source zips), with the properties file, and with this
+                # setup's compiled imports too (what the code alone gained)
                 res["baseline"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small, model,
-                                      tmp / "s25-old", tmp, properties=False)
+                                      tmp / "s25-old", tmp, properties=False, pyspark_zips=True)
                 res["baseline_with_properties"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small,
-                                                      model, tmp / "s25-old-p", tmp)
+                                                      model, tmp / "s25-old-p", tmp, pyspark_zips=True)
+                res["baseline_this_setup"] = job(old, zip_of(old, tmp, "baseline-compiled"),
+                                                 old / "conf" / "pipeline.toml", "local[2]", small, model,
+                                                 tmp / "s25-old-s", tmp)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
             res["baseline"]["ref"] = args.baseline_ref
-            for key in ("baseline", "baseline_with_properties"):
+            for key in ("baseline", "baseline_with_properties", "baseline_this_setup"):
                 print(f"{key} {args.baseline_ref}, {n_small:,} rows  {res[key]['job_rows_per_second']:8.1f} "
                       f"rows/s whole job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s", flush=True)
         res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp, java_opts=jopts)
@@ -246,6 +262,8 @@ def main() -> None:
         ratios["whole_job_vs_baseline"] = round(j["job_rows_per_second"] / res["baseline"]["job_rows_per_second"], 3)
         ratios["whole_job_vs_baseline_with_properties"] = round(
             j["job_rows_per_second"] / res["baseline_with_properties"]["job_rows_per_second"], 3)
+        ratios["whole_job_vs_baseline_this_setup"] = round(
+            j["job_rows_per_second"] / res["baseline_this_setup"]["job_rows_per_second"], 3)
         ratios["udf_phase_vs_baseline"] = round(j["udf_phase_rows_per_second"] /
                                                 res["baseline"]["udf_phase_rows_per_second"], 3)
     if "cluster_1" in res:

@@ -427,6 +427,8 @@ def test_scored_profile_is_the_numpy_profile(spark):
     assert got["length_quantiles"] == pytest.approx(drift.quantiles(lengths))
     assert got["oov_rate"] == round(float(oov.sum() / lengths.sum()), 6)
     assert got["share_positive"] == round(float((probs >= 0.5).mean()), 6)
+    assert drift.scored_profile(df, None, training, ("p", "y", "n", "o")) == got  # counted in the same pass
+    assert drift.scored_profile(df.limit(0), None, training, ("p", "y", "n", "o")) == {"rows": 0}
 
 
 def test_a_preloaded_predictor_is_built_once_and_a_failed_preload_is_retried_by_the_task():

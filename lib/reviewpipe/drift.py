@@ -71,13 +71,14 @@ def compare(training: dict, scored: dict, threshold: float) -> dict:
             "drift": bool(max(psi_length, psi_probability) > threshold)}
 
 
-def scored_profile(written, n: int, training: dict, columns: tuple[str, str, str, str]) -> dict:
+def scored_profile(written, n: int | None, training: dict, columns: tuple[str, str, str, str]) -> dict:
     """The same figures over a scored date (a Spark DataFrame of ``n`` rows with probability,
-    predicted label, length and oov): one aggregation, on the driver only counts."""
+    predicted label, length and oov; ``n`` None: counted in the same pass): one aggregation,
+    on the driver only counts."""
     from pyspark.sql import functions as F
 
     prob, predicted, length, oov = columns
-    if not n:
+    if n == 0:
         return {"rows": 0}
     quant = ", ".join(str(q) for q in QUANTILES)
 
@@ -86,9 +87,13 @@ def scored_profile(written, n: int, training: dict, columns: tuple[str, str, str
         return [F.count(F.when(bin_of == i, 1)).alias(f"{name}{i}") for i in range(len(edges) + 1)]
 
     len_edges, prob_edges = training["length_edges"], training["probability_edges"]
-    row = written.agg(F.sum(oov).alias("oov"), F.sum(length).alias("tokens"), F.avg(predicted).alias("positive"),
+    row = written.agg(F.count(F.lit(1)).alias("n"), F.sum(oov).alias("oov"), F.sum(length).alias("tokens"), F.avg(predicted).alias("positive"),
                       F.expr(f"percentile({length}, array({quant}))").alias("q"),
                       *bin_counts(length, len_edges, "l"), *bin_counts(prob, prob_edges, "p")).first()
+    if n is None:
+        n = row["n"]
+        if not n:
+            return {"rows": 0}
     return {
         "rows": n,
         "oov_rate": round(float(row["oov"] / max(1, row["tokens"])), 6),

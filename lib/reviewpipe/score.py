@@ -502,23 +502,37 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             F.col("detail").alias(C.DETAIL), excerpt.alias(C.EXCERPT),
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
         quarantine = f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}"
-        bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
-        lap("quarantine_write")
 
+        def quarantined() -> dict:  # written, then counted from what is on disk
+            bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
+            return dict(sorted((r[C.REASON], r["n"]) for r in spark.read.schema(f"{C.REASON} string")
+                               .parquet(quarantine).groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()))
+
+        def written() -> tuple:
+            return tuple(spark.read.schema(SCORE_SCHEMA).parquet(part)
+                         .agg(F.count(F.lit(1)), F.count_distinct(C.REVIEW_ID)).first())
+
+        # The quarantine write, the read-back of the scores, the metrics and the drift figures
+        # read different data (the kept scores for the last two, no second inference): each is
+        # a short Spark job or two, mostly scheduling, so they run side by side.  Nothing is
+        # written under _reports until the counts reconcile.
+        done = concurrently(
+            quarantine=quarantined, written=written,
+            metrics=lambda: evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if got.rows_checked else {"rows": 0},
+            watch=lambda: watch(scored, None if got.rows_checked else 0, run, sc.drift_threshold))
+        lap("checks_and_reports")
+        by_reason, (n_scored, n_ids), metrics = done["quarantine"], done["written"], done["metrics"]
         # the reconciliation counts what was written, not what was meant to be: the rows in
         # (counted when the input was read) = the scores + the quarantine rows on disk
-        by_reason = dict(sorted((r[C.REASON], r["n"]) for r in spark.read.schema(f"{C.REASON} string")
-                                .parquet(quarantine).groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()))
         n_bad = sum(by_reason.values())
-        written = spark.read.schema(SCORE_SCHEMA).parquet(part)
-        n_scored, n_ids = written.agg(F.count(F.lit(1)), F.count_distinct(C.REVIEW_ID)).first()
         if n_scored + n_bad != rows_in:
             raise ScoreError(f"counts do not reconcile for {run_date}: {rows_in} rows in != {n_scored} scored + "
                              f"{n_bad} quarantined")
         dupes = n_scored - n_ids
         if dupes:
             raise ScoreError(f"{dupes} duplicate review_ids in {part}")
-        lap("read_back_and_reconcile")
+        if done["watch"].get("profile") and done["watch"]["profile"]["rows"] != n_scored:
+            raise ScoreError(f"drift figures over {done['watch']['profile']['rows']} rows, {n_scored} written")
         summary = {
             "run_date": run_date, "input": str(input_path), "input_fingerprint": input_fingerprint(input_path),
             "format": in_fmt, "splits": list(splits or []),
@@ -533,15 +547,12 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         }
         reports = f"{out}/{C.SCORES_REPORTS}/{C.RUN_DATE}={run_date}"
         storage.delete(spark, f"{reports}/{C.SCORE_METRICS}")
-        # metrics of the labelled rows from the kept scores (no second inference)
-        metrics = evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if n_scored else {"rows": 0}
         if metrics["rows"]:
             metrics.update(run_date=run_date, model_run=run.run_id, input=str(input_path))
             storage.write_json(spark, f"{reports}/{C.SCORE_METRICS}", metrics)
             summary["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1")}
-        lap("metrics")
-        summary.update(watch(scored, n_scored, run, sc.drift_threshold))
-        lap("drift")
+        summary.update(done["watch"])
+        summary["check_seconds"] = done.seconds  # each of the side-by-side parts, on its own clock
         summary["phase_seconds"] = phases
         summary["seconds"] = round(time.time() - started, 2)
         storage.write_json(spark, f"{reports}/{C.SCORE_SUMMARY}", summary)
@@ -553,7 +564,43 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
                 df.unpersist()
 
 
-def watch(written, rows: int, run: ModelRun, threshold: float) -> dict:
+class Done(dict):
+    """What :func:`concurrently` returns: each call's result by name, and ``seconds``, each
+    call's own wall time."""
+    seconds: dict
+
+
+def concurrently(**calls: Callable[[], object]) -> Done:
+    """Run each call in its own thread and wait for them all; raise the first error (in the
+    order given) once every call has ended.  A SparkContext takes jobs from several threads
+    and its scheduler runs their tasks side by side (Spark's job scheduling guide);
+    ``InheritableThread`` gives each thread the caller's job properties (job group,
+    description) and releases its JVM thread when it ends."""
+    from pyspark import InheritableThread
+
+    results, errors, seconds = Done(), {}, {}
+
+    def run(name: str, fn: Callable[[], object]) -> None:
+        t0 = time.time()
+        try:
+            results[name] = fn()
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors[name] = e
+        seconds[name] = round(time.time() - t0, 2)
+
+    threads = [InheritableThread(run, args=(name, fn), name=f"reviewpipe-{name}") for name, fn in calls.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in calls:
+        if name in errors:
+            raise errors[name]
+    results.seconds = {name: seconds[name] for name in calls}
+    return results
+
+
+def watch(written, rows: int | None, run: ModelRun, threshold: float) -> dict:
     """The figures a nightly job watches (reviewpipe.drift): this date's OOV rate, lengths and
     share predicted positive, the run's training figures beside them, the PSIs and the flag."""
     from reviewpipe import drift

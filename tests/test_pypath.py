@@ -86,7 +86,8 @@ def test_spark_python_workers_import_pyspark_compiled(spark):
 
         import py4j
         import pyspark as wpyspark
-        yield (wpyspark.__file__, py4j.__file__, ";".join(p for p in wsys.path if p.endswith((f"{os.sep}pyspark.zip", "-src.zip"))))
+        zips = [p for p in wsys.path if p.endswith((f"{os.sep}pyspark.zip", "-src.zip"))]
+        yield (wpyspark.__file__, py4j.__file__, ";".join(zips))
 
     got = set(spark.sparkContext.parallelize(range(2), 2).mapPartitions(where).collect())
     assert got == {(pyspark.__file__, __import__("py4j").__file__, "")}

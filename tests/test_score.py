@@ -431,6 +431,35 @@ def test_scored_profile_is_the_numpy_profile(spark):
     assert drift.scored_profile(df.limit(0), None, training, ("p", "y", "n", "o")) == {"rows": 0}
 
 
+def test_concurrently_runs_spark_jobs_side_by_side_and_raises_the_first_error_after_all_end(spark):
+    import threading
+    import time
+
+    ended, started = [], threading.Barrier(2, timeout=30)
+
+    def job(n):
+        def run():
+            started.wait()  # both calls are running at once, or this times out
+            got = spark.range(n).count()
+            ended.append(n)
+            return got
+        return run
+
+    done = S.concurrently(a=job(5), b=job(7))
+    assert dict(done) == {"a": 5, "b": 7} and sorted(ended) == [5, 7]
+    assert list(done.seconds) == ["a", "b"] and all(v >= 0 for v in done.seconds.values())
+
+    def fails(msg):
+        def run():
+            raise ValueError(msg)
+        return run
+
+    ended.clear()
+    with pytest.raises(ValueError, match="^first$"):  # in the order given, once every call has ended
+        S.concurrently(x=fails("first"), y=lambda: time.sleep(0.5) or ended.append("slow"), z=fails("second"))
+    assert ended == ["slow"]
+
+
 def test_a_preloaded_predictor_is_built_once_and_a_failed_preload_is_retried_by_the_task():
     import threading
 

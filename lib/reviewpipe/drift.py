@@ -87,7 +87,8 @@ def scored_profile(written, n: int | None, training: dict, columns: tuple[str, s
         return [F.count(F.when(bin_of == i, 1)).alias(f"{name}{i}") for i in range(len(edges) + 1)]
 
     len_edges, prob_edges = training["length_edges"], training["probability_edges"]
-    row = written.agg(F.count(F.lit(1)).alias("n"), F.sum(oov).alias("oov"), F.sum(length).alias("tokens"), F.avg(predicted).alias("positive"),
+    row = written.agg(F.count(F.lit(1)).alias("n"), F.sum(oov).alias("oov"), F.sum(length).alias("tokens"),
+                      F.avg(predicted).alias("positive"),
                       F.expr(f"percentile({length}, array({quant}))").alias("q"),
                       *bin_counts(length, len_edges, "l"), *bin_counts(prob, prob_edges, "p")).first()
     if n is None:

@@ -127,7 +127,7 @@ def check() -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(zips)}
     env.pop(KEEP_ENV, None)
     got = subprocess.run([sys.executable, "-c", "import pyspark, py4j; print(pyspark.__file__); print(py4j.__file__)"],
-                         env=env, capture_output=True, text=True, check=True).stdout.split()
+                         env=env, capture_output=True, text=True, check=True).stdout.splitlines()
     zipped = [f for f in got if ".zip" + os.sep in f]
     if zipped:
         raise RuntimeError(f"{', '.join(zipped)} imported from a zip: the site hook is not installed (make setup)")

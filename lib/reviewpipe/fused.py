@@ -37,7 +37,7 @@ class Recurrent:
     sequences: bool  # returns the whole sequence (not only its last state)
 
 
-def _cell_weights(layer) -> tuple:
+def _cell_weights(layer, backward: bool = False) -> tuple:
     from keras import activations, layers
 
     cell = layer.cell
@@ -48,7 +48,7 @@ def _cell_weights(layer) -> tuple:
         raise Unsupported(f"{layer.name}: use_bias=False")
     if kind == "gru" and not cell.reset_after:
         raise Unsupported(f"{layer.name}: reset_after=False")
-    if layer.go_backwards or layer.stateful:
+    if layer.stateful or layer.go_backwards != backward:  # a Bidirectional's backward layer reads backwards
         raise Unsupported(f"{layer.name}: go_backwards or stateful")
     return kind, cell.units, tuple(np.asarray(w, np.float32) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
 
@@ -79,7 +79,7 @@ def describe(model) -> dict:
             if layer.merge_mode != "concat":
                 raise Unsupported(f"{layer.name}: merge_mode {layer.merge_mode!r}")
             fk, units, fw = _cell_weights(layer.forward_layer)
-            bk, _, bw = _cell_weights(layer.backward_layer)
+            bk, _, bw = _cell_weights(layer.backward_layer, backward=True)
             if fk != bk:
                 raise Unsupported(f"{layer.name}: different forward and backward cells")
             plan["recurrent"].append(Recurrent(fk, units, (fw, bw), True, bool(layer.return_sequences)))
@@ -146,8 +146,9 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
             t = steps - 1 - i if reverse else i
             h, new = step(read(t), state)
             m = valid(t)
-            if m is not None:  # a masked step keeps the state and is not pooled
+            if m is not None:  # a masked step keeps the state (and so the output) and is not pooled
                 new = tuple(tf.where(m, a, b) for a, b in zip(new, state))
+                h, m = new[0], m | tf.equal(t, 0)  # but TimePooling always counts the first step
                 pooled = (tf.where(m, tf.maximum(pooled[0], h), pooled[0]), pooled[1] + tf.where(m, h, 0.0))
             else:
                 pooled = (tf.maximum(pooled[0], h), pooled[1] + h)
@@ -162,8 +163,9 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
                                                     tf.TensorSpec([], tf.int32)])
     def predict(ids, steps):
         batch = batch_size
-        valid = (lambda t: tf.logical_or(ids[:, t] != C.PAD_INDEX, tf.equal(t, 0))[:, None]) if masked \
-            else (lambda t: None)
+        # The recurrent layers see ``ids != 0``: Keras hands them that mask (not PaddingMask's
+        # first step kept), so an empty review's output is zeros, as Keras's predict gives.
+        valid = (lambda t: (ids[:, t] != C.PAD_INDEX)[:, None]) if masked else (lambda t: None)
         read = lambda t: tf.gather(table, ids[:, t])  # noqa: E731
         for n, layer in enumerate(layers):
             keep = n < len(layers) - 1

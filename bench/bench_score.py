@@ -3,15 +3,17 @@
 On the labelled reviews (a CSV of raw text, 25,000 by default, and the same reviews 4 times
 over, 100,000, each copy made distinct), with one model run, one after the other in this run:
 
-  anchor     in-process: the job's own tokenizer and length-aware batching (Arrow batches of
-             score.arrow_batch_rows sorted by length, model batches of score.batch_size
-             cropped to their longest row), TensorFlow on all cores, no Spark
+  anchor     in-process: the job's own tokenizer, engine (score.engine) and length-aware
+             batching (Arrow batches of score.arrow_batch_rows sorted by length, model
+             batches of score.batch_size cropped to their longest row), TensorFlow on all
+             cores, no Spark; also with the Keras engine (anchor_keras) when the job's is xla
   job        jobs/score.py through spark-submit on local[2]: the whole job (spark-submit to
              exit), its UDF phase (scoring and writing) and its other phases
   baseline   the same job from the code the scoring issue measured (--baseline-ref, a git
              worktree), on the same input and model, as its Makefile and setup ran it (PySpark
-             and reviewpipe imported from source zips): the whole-job target is >= 2x; also
-             with the properties file, and with this setup's compiled imports
+             and reviewpipe imported from source zips): the whole-job target is >= 2x; the
+             job and this baseline alternate --repeat times and the ratio is of the medians;
+             also once with the properties file, and with this setup's compiled imports
   per-row    a plain Python UDF calling the model once per row, on a sample, extrapolated
   cluster    the job on local-cluster[N,1,2048] (N executor processes, one core each), N = 1, 2
 
@@ -55,7 +57,7 @@ def write_inputs(csv_path: Path, tmp: Path, copies: int) -> tuple[Path, int, Pat
     return small, len(df), large, len(big)
 
 
-def anchor(run_dir: str, csv_path: Path, conf) -> dict:
+def anchor(run_dir: str, csv_path: Path, conf, engine: str) -> dict:
     """Direct in-process predict with the job's tokenizer and batching; TF on all cores."""
     import numpy as np
     import pandas as pd
@@ -65,7 +67,7 @@ def anchor(run_dir: str, csv_path: Path, conf) -> dict:
 
     texts = pd.read_csv(csv_path)["review"]
     t0 = time.perf_counter()
-    predictor = S.KerasPredictor(S.check_run(run_dir), 0, conf.score.length_aware)
+    predictor = S.KerasPredictor(S.check_run(run_dir), 0, conf.score.length_aware, engine, conf.score.batch_size)
     load = time.perf_counter() - t0
     step, bs = conf.score.arrow_batch_rows, conf.score.batch_size
     predictor(predictor.encode(pa.array(texts[:bs], pa.string()))[0])  # warm-up: tracing
@@ -86,9 +88,15 @@ def anchor(run_dir: str, csv_path: Path, conf) -> dict:
             probs = back
         out.append(probs)
     rows = len(texts)
-    return {"rows": rows, "model_load_seconds": round(load, 2), "tokenize_seconds": round(t_tok, 2),
+    return {"rows": rows, "engine": predictor.engine, "model_load_seconds": round(load, 2), "tokenize_seconds": round(t_tok, 2),
             "predict_seconds": round(t_pred, 2), "rows_per_second": round(rows / (t_tok + t_pred), 1),
             "mean_probability": round(float(np.concatenate(out).mean()), 6)}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median whole-job wall time, with every run's wall time beside it."""
+    mid = sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2]
+    return {**mid, "wall_seconds_each": [r["wall_seconds"] for r in runs]}
 
 
 def score_java_opts() -> str:
@@ -198,6 +206,7 @@ def main() -> None:
     ap.add_argument("--csv", default=str(DEFAULT_CSV))
     ap.add_argument("--copies", type=int, default=4, help="the large input: the CSV this many times over")
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the previous scoring job ('' skips)")
+    ap.add_argument("--repeat", type=int, default=3, help="job and baseline runs, alternating (medians compared)")
     ap.add_argument("--skip-cluster", action="store_true")
     args = ap.parse_args()
     from reviewpipe.config import load_conf
@@ -210,36 +219,55 @@ def main() -> None:
         small, n_small, large, n_large = write_inputs(Path(args.csv), tmp, args.copies)
         here = zip_of(ROOT, tmp, "current")
         conf_file = ROOT / "conf" / "pipeline.toml"
-        res["anchor"] = anchor(model, small, conf)
-        print(f"anchor (direct predict, {n_small:,} rows)   {res['anchor']['rows_per_second']:8.1f} rows/s  "
-              f"tokenize {res['anchor']['tokenize_seconds']} s, predict {res['anchor']['predict_seconds']} s", flush=True)
+        res["anchor"] = anchor(model, small, conf, conf.score.engine)
+        print(f"anchor (direct predict, {res['anchor']['engine']}, {n_small:,} rows) "
+              f"{res['anchor']['rows_per_second']:8.1f} rows/s  tokenize {res['anchor']['tokenize_seconds']} s, "
+              f"predict {res['anchor']['predict_seconds']} s", flush=True)
+        if res["anchor"]["engine"] != "keras":
+            res["anchor_keras"] = anchor(model, small, conf, "keras")
+            print(f"anchor (direct predict, keras, {n_small:,} rows) {res['anchor_keras']['rows_per_second']:8.1f} "
+                  f"rows/s  tokenize {res['anchor_keras']['tokenize_seconds']} s, "
+                  f"predict {res['anchor_keras']['predict_seconds']} s", flush=True)
         jopts = score_java_opts()
         res["java_opts"] = jopts
-        res["job"] = job(ROOT, here, conf_file, "local[2]", small, model, tmp / "s25", tmp, java_opts=jopts)
-        print(f"job local[2], {n_small:,} rows           {res['job']['job_rows_per_second']:8.1f} rows/s whole job; "
-              f"UDF phase {res['job']['udf_phase_rows_per_second']} rows/s; phases {res['job']['phases']}", flush=True)
+        old = tmp / "baseline"
         if args.baseline_ref:
-            old = tmp / "baseline"
             subprocess.run(["git", "worktree", "add", "-f", "--detach", str(old), args.baseline_ref], cwd=ROOT,
                            check=True, capture_output=True)
-            try:
-                old_zip = zip_of(old, tmp, "baseline", compiled=False)
-                # as its Makefile and setup ran it (no --properties-file: a 1g driver; PySpark and
-                # reviewpipe imported from source zips), with the properties file, and with this
-                # setup's compiled imports too (what the code alone gained)
-                res["baseline"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small, model,
-                                      tmp / "s25-old", tmp, properties=False, pyspark_zips=True)
+        try:
+            old_zip = zip_of(old, tmp, "baseline", compiled=False) if args.baseline_ref else None
+            runs: dict = {"job": [], "baseline": []}
+            for i in range(max(1, args.repeat)):  # side by side, alternating: the machine's noise hits both
+                runs["job"].append(job(ROOT, here, conf_file, "local[2]", small, model, tmp / f"s25-{i}", tmp,
+                                       java_opts=jopts))
+                print(f"job local[2], {n_small:,} rows           {runs['job'][-1]['job_rows_per_second']:8.1f} "
+                      f"rows/s whole job; UDF phase {runs['job'][-1]['udf_phase_rows_per_second']} rows/s; "
+                      f"phases {runs['job'][-1]['phases']}", flush=True)
+                if args.baseline_ref:
+                    # as its Makefile and setup ran it: no --properties-file (a 1g driver), PySpark
+                    # and reviewpipe imported from source zips
+                    runs["baseline"].append(job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small, model,
+                                                tmp / f"s25-old-{i}", tmp, properties=False, pyspark_zips=True))
+                    print(f"baseline {args.baseline_ref}, {n_small:,} rows  "
+                          f"{runs['baseline'][-1]['job_rows_per_second']:8.1f} rows/s whole job; UDF phase "
+                          f"{runs['baseline'][-1]['udf_phase_rows_per_second']} rows/s", flush=True)
+            res["job"] = median_run(runs["job"])
+            if args.baseline_ref:
+                res["baseline"] = median_run(runs["baseline"])
+                res["baseline"]["ref"] = args.baseline_ref
+                # once each: with the properties file, and with this setup's compiled imports too
+                # (what the code alone gained)
                 res["baseline_with_properties"] = job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", small,
                                                       model, tmp / "s25-old-p", tmp, pyspark_zips=True)
                 res["baseline_this_setup"] = job(old, zip_of(old, tmp, "baseline-compiled"),
                                                  old / "conf" / "pipeline.toml", "local[2]", small, model,
                                                  tmp / "s25-old-s", tmp)
-            finally:
+                for key in ("baseline_with_properties", "baseline_this_setup"):
+                    print(f"{key} {args.baseline_ref}, {n_small:,} rows  {res[key]['job_rows_per_second']:8.1f} "
+                          f"rows/s whole job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s", flush=True)
+        finally:
+            if args.baseline_ref:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
-            res["baseline"]["ref"] = args.baseline_ref
-            for key in ("baseline", "baseline_with_properties", "baseline_this_setup"):
-                print(f"{key} {args.baseline_ref}, {n_small:,} rows  {res[key]['job_rows_per_second']:8.1f} "
-                      f"rows/s whole job; UDF phase {res[key]['udf_phase_rows_per_second']} rows/s", flush=True)
         res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp, java_opts=jopts)
         print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
               f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
@@ -258,6 +286,8 @@ def main() -> None:
     ratios = {"udf_phase_vs_anchor": round(j["udf_phase_rows_per_second"] / a, 3),
               "udf_phase_vs_per_row": round(j["udf_phase_rows_per_second"] / res["per_row"]["rows_per_second"], 1),
               "whole_job_vs_anchor": round(j["job_rows_per_second"] / a, 3)}
+    if "anchor_keras" in res:
+        ratios["anchor_vs_anchor_keras"] = round(a / res["anchor_keras"]["rows_per_second"], 3)
     if "baseline" in res:
         ratios["whole_job_vs_baseline"] = round(j["job_rows_per_second"] / res["baseline"]["job_rows_per_second"], 3)
         ratios["whole_job_vs_baseline_with_properties"] = round(

@@ -248,7 +248,19 @@ def _cropped_vs_full(run_dir, texts):
     b = pd.concat(list(S.predict_batches(iter([texts]), full, 16)))[C.PROBABILITY]
     assert a.index.equals(texts.index) and b.index.equals(texts.index)  # row order kept
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
+    _xla_as_keras(run, texts, b)
     return cropped.model.widths, run.maxlen
+
+
+def _xla_as_keras(run, texts, want):
+    """score.engine=xla gives Keras's full-width probabilities, in row order."""
+    import pandas as pd
+
+    xla = S.KerasPredictor(run, 0, engine="xla", batch_size=16)
+    assert xla.engine == "xla"
+    got = pd.concat(list(S.predict_batches(iter([texts]), xla, 16)))[C.PROBABILITY]
+    assert got.index.equals(texts.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=1e-6)
 
 
 @pytest.mark.integration
@@ -272,7 +284,10 @@ def test_length_aware_inference_gives_the_same_probabilities(spark, data, run, t
     encode(spark, str(data["root"] / "reviews"), str(data["root"] / "vocab"), str(tmp_path / "shards_pre"), pre)
     train(str(tmp_path / "shards_pre"), str(data["root"] / "vocab"), str(tmp_path / "runs"), pre, run_id="raw",
           verbose=0)
-    assert not S.KerasPredictor(S.check_run(str(tmp_path / "runs" / "raw")), 0).crop
+    raw = S.check_run(str(tmp_path / "runs" / "raw"))
+    full = S.KerasPredictor(raw, 0)
+    assert not full.crop
+    _xla_as_keras(raw, texts, pd.concat(list(S.predict_batches(iter([texts]), full, 16)))[C.PROBABILITY])
 
 
 LEAN_LOAD = """

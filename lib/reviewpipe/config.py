@@ -205,6 +205,9 @@ class ScoreConf:
     tf_threads: int = _opt(1, min=0, doc="TF intra-op threads per Python worker; 0 = TF's default (all cores)")
     length_aware: bool = _opt(True, doc="sort each Arrow batch by length and crop model batches to their longest "
                                         "row (masked post-padded runs; same probabilities)")
+    engine: str = _opt("xla", choices=("xla", "keras"),
+                       doc="xla: one XLA-compiled loop over the model's weights (about 2.5x Keras's predict "
+                           "on a CPU; models it does not reproduce, and GPUs, keep Keras); keras: predict_on_batch")
     preload: bool = _opt(True, doc="load TensorFlow and the model in the Python workers while the input is "
                                    "read (a background thread per worker), not when the first batch arrives")
     threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")

@@ -142,9 +142,15 @@ def imports_skipped(names: Sequence[str] = UNUSED_BY_KERAS_SCORING):
 
 
 class KerasPredictor:
-    """Texts -> probabilities with the run's model and vocabulary (loaded once per process)."""
+    """Texts -> probabilities with the run's model and vocabulary (loaded once per process).
 
-    def __init__(self, run: ModelRun, tf_threads: int, crop: bool = True):
+    ``engine="xla"`` predicts with :func:`reviewpipe.fused.compile_classifier` (one compiled
+    loop over the model's own weights, about 2.5x faster on a CPU) where it reproduces the
+    model, on a machine without a GPU (there Keras runs cuDNN); otherwise, and with
+    ``engine="keras"``, Keras's ``predict_on_batch``.  ``self.engine`` says which, and why."""
+
+    def __init__(self, run: ModelRun, tf_threads: int, crop: bool = True, engine: str = "keras",
+                 batch_size: int = 512):
         from reviewpipe import native_logs
 
         native_logs.install()  # this Python worker's TensorFlow start-up lines
@@ -168,13 +174,28 @@ class KerasPredictor:
         # Only a masked, post-padded model ignores the columns past a row's last token; the
         # trainer masks exactly those (an unmasked pre-padded model reads its padding).
         self.crop = crop and run.masked and run.padding == "post"
-        if self.crop:  # the same layers and weights over a (None, None) input, for cropped batches
+        self.fused, self.engine = None, "keras"
+        if engine == "xla":
+            self.fused, self.engine = self._compile(tf, batch_size)
+        if self.crop and self.fused is None:  # the same layers and weights over a (None, None) input
             from reviewpipe.model import free_width
 
             self.model = free_width(self.model)
         # one line per load in the executor's stderr: how many workers loaded the run, and how long it took
-        print(f"{MODEL_LOADED} {run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()})",
-              file=sys.stderr, flush=True)
+        print(f"{MODEL_LOADED} {run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()}, "
+              f"engine {self.engine})", file=sys.stderr, flush=True)
+
+    def _compile(self, tf, batch_size: int):
+        from reviewpipe import fused
+
+        if tf.config.list_physical_devices("GPU"):
+            return None, "keras (a GPU: Keras runs cuDNN)"
+        try:
+            run = fused.compile_classifier(self.model, self.run.maxlen, batch_size)
+            run(np.zeros((1, 1), np.int32))  # compiles here, at load time, not in the first task
+        except fused.Unsupported as e:
+            return None, f"keras (xla does not reproduce {e})"
+        return run, "xla"
 
     def encode(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(padded ids, ids per text before truncation, words outside the vocabulary): the
@@ -190,6 +211,8 @@ class KerasPredictor:
         return np.argsort(np.count_nonzero(ids, axis=1), kind="stable") if self.crop else None
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if self.fused is not None:  # runs to the batch's longest row by itself
+            return self.fused(ids)
         if self.crop:  # a masked model gives the same output without the padding columns
             from reviewpipe.model import crop
 
@@ -458,8 +481,8 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         mark[0] = now
 
     if predictor_factory is None:  # reused across dates and jobs by the same Python worker
-        factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware)  # noqa: E731
-        key = ("keras", run.path, sc.tf_threads, sc.length_aware)
+        factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware, sc.engine, sc.batch_size)  # noqa: E731
+        key = ("keras", run.path, sc.tf_threads, sc.length_aware, sc.engine, sc.batch_size)
         if sc.preload:  # TensorFlow and the model load in the workers while the input is read
             preload_on_workers(spark, key, factory)
             lap("preload")
@@ -540,7 +563,7 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
             "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
             "batch_size": sc.batch_size, "arrow_batch_rows": sc.arrow_batch_rows, "tf_threads": sc.tf_threads,
-            "length_aware": sc.length_aware, "preload": sc.preload,
+            "length_aware": sc.length_aware, "engine": sc.engine, "preload": sc.preload,
             "scored_at": scored_at.isoformat(), "output": part,
             "score_seconds": round(score_seconds, 2),
             "rows_per_second": round(n_scored / score_seconds, 1) if score_seconds else None,

@@ -132,7 +132,9 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
     import tensorflow as tf
 
     plan = describe(model)
-    table = tf.constant(plan["embedding"])
+    # a variable, not a constant: XLA takes it as an argument instead of folding a vocabulary-sized
+    # literal into the program (compile time and memory would grow with the vocabulary)
+    table = tf.Variable(plan["embedding"], trainable=False)
     out_kernel, out_bias = (tf.constant(a) for a in plan["output"])
     masked, pooling, layers = plan["masked"], plan["pooling"], plan["recurrent"]
 

@@ -101,6 +101,10 @@ def test_what_it_does_not_reproduce_is_named():
     two = keras.Model(ids, keras.layers.Dense(2, activation="softmax")(keras.layers.GRU(3)(x)))
     with pytest.raises(F.Unsupported, match=r"not Dense\(1, sigmoid\)"):
         F.describe(two)
+    zero = keras.Model(ids, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.LSTM(3)(keras.layers.Embedding(VOCAB, 4, mask_zero=True)(ids))))
+    with pytest.raises(F.Unsupported, match="mask_zero"):
+        F.describe(zero)
     old_gru = keras.Model(ids, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(3, reset_after=False)(x)))
     with pytest.raises(F.Unsupported, match="reset_after=False"):
         F.describe(old_gru)

@@ -69,6 +69,8 @@ def describe(model) -> dict:
         if isinstance(layer, layers.Embedding):
             if "embedding" in plan or plan["recurrent"]:
                 raise Unsupported("an embedding that is not the first layer")
+            if getattr(layer, "mask_zero", False):
+                raise Unsupported(f"{layer.name}: mask_zero (the builder masks with PaddingMask)")
             plan["embedding"] = np.asarray(layer.embeddings, np.float32)
         elif isinstance(layer, PaddingMask):
             plan["masked"] = True

@@ -72,6 +72,23 @@ def test_cropped_batches_give_the_full_width_probabilities():
     np.testing.assert_allclose(run(narrow), want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("overrides", [[], ["model.cell=gru", "model.bidirectional=true", "model.pooling=mean"],
+                                       ["model.layers=2", "model.pooling=last"]])
+def test_a_vocabulary_too_large_for_the_projection_table_multiplies_in_the_loop(overrides, monkeypatch):
+    """Past PROJECTION_MAX_BYTES the first layer reads the embedding and multiplies by its
+    kernel each step, as the later layers do: the same probabilities as the gathered table."""
+    model, ids = _model(overrides), _ids()
+    table = F.projection(F.describe(model)["embedding"], *(lambda r: (r.kind, r.weights[0]))(
+        F.describe(model)["recurrent"][0]))
+    assert table.shape == (VOCAB, (4 if "model.cell=gru" not in overrides else 3) * 8)
+    gathered = _fused(model, ids)
+    monkeypatch.setattr(F, "PROJECTION_MAX_BYTES", table.nbytes - 1)
+    multiplied = _fused(model, ids)
+    want = np.asarray(model.predict_on_batch(ids), np.float64).reshape(-1)
+    np.testing.assert_allclose(multiplied, want, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(gathered, multiplied, atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("overrides", [["model.mask=off"], ["model.mask=off", "model.cell=gru", "model.pooling=mean"]])
 def test_unmasked_pre_padded_models_read_every_column(overrides):
     model, ids = _model(overrides, "pre"), _ids("pre")

@@ -145,7 +145,7 @@ class KerasPredictor:
     """Texts -> probabilities with the run's model and vocabulary (loaded once per process).
 
     ``engine="xla"`` predicts with :func:`reviewpipe.fused.compile_classifier` (one compiled
-    loop over the model's own weights, about 2.5x faster on a CPU) where it reproduces the
+    loop over the model's own weights, docs/results.md has its speed) where it reproduces the
     model, on a machine without a GPU (there Keras runs cuDNN); otherwise, and with
     ``engine="keras"``, Keras's ``predict_on_batch``.  ``self.engine`` says which, and why."""
 

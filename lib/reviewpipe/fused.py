@@ -7,7 +7,7 @@ builds the same computation with a fixed input shape ``[batch, maxlen]`` and a l
 runs only to the batch's longest row, compiled once (``jit_compile``): XLA fuses each step's
 gates into a few kernels.  The first layer's input projection of every word (``embedding @
 kernel + bias``) is computed once, so a step gathers it instead of multiplying: half a step's
-arithmetic.  On this 2-core machine it predicts about 3.5x faster than ``predict_on_batch`` on
+arithmetic.  On this 2-core machine it predicts about 3x faster than ``predict_on_batch`` on
 the same cropped batches (docs/results.md), with probabilities within 1e-6 of Keras's.
 
 It covers what :func:`reviewpipe.model.build_model` builds: an embedding, the optional

@@ -78,12 +78,19 @@ def test_a_vocabulary_too_large_for_the_projection_table_multiplies_in_the_loop(
     """Past PROJECTION_MAX_BYTES the first layer reads the embedding and multiplies by its
     kernel each step, as the later layers do: the same probabilities as the gathered table."""
     model, ids = _model(overrides), _ids()
-    table = F.projection(F.describe(model)["embedding"], *(lambda r: (r.kind, r.weights[0]))(
-        F.describe(model)["recurrent"][0]))
+    plan = F.describe(model)
+    first = plan["recurrent"][0]
+    table = F.projection(plan["embedding"], first.kind, first.weights[0])
     assert table.shape == (VOCAB, (4 if "model.cell=gru" not in overrides else 3) * 8)
+    made = []
+    real = F.projection
+    monkeypatch.setattr(F, "projection", lambda *a: made.append(a) or real(*a))
     gathered = _fused(model, ids)
+    assert len(made) == len(first.weights)  # one table per direction
     monkeypatch.setattr(F, "PROJECTION_MAX_BYTES", table.nbytes - 1)
+    made.clear()
     multiplied = _fused(model, ids)
+    assert made == []
     want = np.asarray(model.predict_on_batch(ids), np.float64).reshape(-1)
     np.testing.assert_allclose(multiplied, want, atol=2e-6, rtol=0)
     np.testing.assert_allclose(gathered, multiplied, atol=2e-6, rtol=0)

@@ -108,8 +108,8 @@ def _step(kind: str, w: tuple, units: int):
     step's input projection ``x @ kernel + bias`` (GRU: ``bias[0]``), which the caller gives."""
     import tensorflow as tf
 
-    recurrent, bias = tf.constant(w[1]), tf.constant(w[2])
-    if kind == "lstm":
+    recurrent = tf.constant(w[1])
+    if kind == "lstm":  # its bias is in the projection
         def lstm(xz, state):
             h, c = state
             z = xz + tf.matmul(h, recurrent)
@@ -122,7 +122,7 @@ def _step(kind: str, w: tuple, units: int):
     def gru(xz, state):
         (h,) = state
         xz, xr, xh = tf.split(xz, 3, axis=1)
-        rz, rr, rh = tf.split(tf.matmul(h, recurrent) + bias[1], 3, axis=1)
+        rz, rr, rh = tf.split(tf.matmul(h, recurrent) + w[2][1], 3, axis=1)  # the recurrent half of the bias
         z, r = tf.sigmoid(xz + rz), tf.sigmoid(xr + rr)
         h = z * h + (1 - z) * tf.tanh(xh + r * rh)
         return h, (h,)

@@ -5,8 +5,8 @@ over, 100,000, each copy made distinct), with one model run, one after the other
 
   anchor     in-process: the job's own tokenizer, engine (score.engine) and length-aware
              batching (Arrow batches of score.arrow_batch_rows sorted by length, model
-             batches of score.batch_size cropped to their longest row), TensorFlow on all
-             cores, no Spark; also with the Keras engine (anchor_keras) when the job's is xla
+             batches of score.batch_size cropped to their longest row), on all cores, no
+             Spark; also with the other engines (anchor_xla, anchor_keras) on the same texts
   job        jobs/score.py through spark-submit on local[2]: the whole job (spark-submit to
              exit), its UDF phase (scoring and writing) and its other phases
   baseline   the same job from the code the scoring issue measured (--baseline-ref, a git
@@ -14,7 +14,8 @@ over, 100,000, each copy made distinct), with one model run, one after the other
              and reviewpipe imported from source zips): the whole-job target is >= 2x; the
              job and this baseline alternate --repeat times and the ratio is of the medians;
              also once with the properties file, and with this setup's compiled imports
-  per-row    a plain Python UDF calling the model once per row, on a sample, extrapolated
+  per-row    a plain Python UDF calling the model once per row (the job's engine), on a
+             sample, extrapolated
   cluster    the job on local-cluster[N,1,2048] (N executor processes, one core each), N = 1, 2
 
 Prints rows/s and the ratios the issue names, the model loads per worker (from the
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import ROOT, write_results
@@ -58,7 +60,7 @@ def write_inputs(csv_path: Path, tmp: Path, copies: int) -> tuple[Path, int, Pat
 
 
 def anchor(run_dir: str, csv_path: Path, conf, engine: str) -> dict:
-    """Direct in-process predict with the job's tokenizer and batching; TF on all cores."""
+    """Direct in-process predict with the job's tokenizer, batching and engine, on all cores."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -66,8 +68,10 @@ def anchor(run_dir: str, csv_path: Path, conf, engine: str) -> dict:
     from reviewpipe import score as S
 
     texts = pd.read_csv(csv_path)["review"]
+    run = S.check_run(run_dir)
+    engine, _ = S.resolve_engine(run, engine)  # onnx: makes model.onnx first if the run has none
     t0 = time.perf_counter()
-    predictor = S.KerasPredictor(S.check_run(run_dir), 0, conf.score.length_aware, engine, conf.score.batch_size)
+    predictor = S.predictor_for(run, replace(conf.score, tf_threads=0), engine)[0]()  # every core
     load = time.perf_counter() - t0
     step, bs = conf.score.arrow_batch_rows, conf.score.batch_size
     predictor(predictor.encode(pa.array(texts[:bs], pa.string()))[0])  # warm-up: tracing
@@ -156,13 +160,14 @@ from reviewpipe.config import load_conf
 from reviewpipe.session import build_session
 from reviewpipe import score as S
 run = S.check_run({model!r})
-spark = build_session(load_conf(None, []), "local[2]")
+conf = load_conf(None, ["score.length_aware=false"])  # one row: nothing to sort
+spark = build_session(conf, "local[2]")
 texts = pd.read_csv({csv!r})["review"][:{n}].tolist()
 df = spark.createDataFrame([(str(i), t) for i, t in enumerate(texts)], "review_id string, text string").repartition(2)
 
 def one(text):  # the model called once per row (the predictor itself is cached per worker)
     import numpy as np, pyarrow as pa
-    p = S.cached(("per-row", run.path), lambda: S.KerasPredictor(run, 1, False))
+    p = S.cached(("per-row", run.path), lambda: S.predictor_for(run, conf.score, {engine!r})[0]())
     ids = p.encode(pa.array([text], pa.string()))[0]
     return float(np.asarray(p(ids)).reshape(-1)[0])
 
@@ -174,9 +179,11 @@ print(json.dumps({{"rows": len(texts), "seconds": time.perf_counter() - t}}))
 '''
 
 
-def per_row(model: str, csv_path: Path, tmp: Path) -> dict:
+def per_row(model: str, csv_path: Path, tmp: Path, engine: str) -> dict:
+    """The model called once per row in a plain Python UDF, with the job's engine."""
     script = tmp / "per_row.py"
-    script.write_text(PER_ROW.format(lib=str(ROOT / "lib"), model=model, csv=str(csv_path), n=PER_ROW_SAMPLE))
+    script.write_text(PER_ROW.format(lib=str(ROOT / "lib"), model=model, csv=str(csv_path), n=PER_ROW_SAMPLE,
+                                     engine=engine))
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -223,11 +230,11 @@ def main() -> None:
         print(f"anchor (direct predict, {res['anchor']['engine']}, {n_small:,} rows) "
               f"{res['anchor']['rows_per_second']:8.1f} rows/s  tokenize {res['anchor']['tokenize_seconds']} s, "
               f"predict {res['anchor']['predict_seconds']} s", flush=True)
-        if res["anchor"]["engine"] != "keras":
-            res["anchor_keras"] = anchor(model, small, conf, "keras")
-            print(f"anchor (direct predict, keras, {n_small:,} rows) {res['anchor_keras']['rows_per_second']:8.1f} "
-                  f"rows/s  tokenize {res['anchor_keras']['tokenize_seconds']} s, "
-                  f"predict {res['anchor_keras']['predict_seconds']} s", flush=True)
+        for other in ("xla", "keras"):  # the other engines on the same texts, for their ratios
+            if res["anchor"]["engine"] != other:
+                a = res[f"anchor_{other}"] = anchor(model, small, conf, other)
+                print(f"anchor (direct predict, {a['engine']}, {n_small:,} rows) {a['rows_per_second']:8.1f} "
+                      f"rows/s  tokenize {a['tokenize_seconds']} s, predict {a['predict_seconds']} s", flush=True)
         jopts = score_java_opts()
         res["java_opts"] = jopts
         old = tmp / "baseline"
@@ -271,8 +278,9 @@ def main() -> None:
         res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp, java_opts=jopts)
         print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
               f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
-        res["per_row"] = per_row(model, small, tmp)
-        print(f"row-at-a-time UDF, {PER_ROW_SAMPLE} rows       {res['per_row']['rows_per_second']:8.1f} rows/s "
+        res["per_row"] = per_row(model, small, tmp, res["anchor"]["engine"])
+        print(f"row-at-a-time UDF, {PER_ROW_SAMPLE} rows, {res['anchor']['engine']} "
+              f"{res['per_row']['rows_per_second']:8.1f} rows/s "
               f"(25k extrapolated: {n_small / res['per_row']['rows_per_second']:.0f} s)", flush=True)
         if not args.skip_cluster:
             for n in (1, 2):
@@ -286,8 +294,9 @@ def main() -> None:
     ratios = {"udf_phase_vs_anchor": round(j["udf_phase_rows_per_second"] / a, 3),
               "udf_phase_vs_per_row": round(j["udf_phase_rows_per_second"] / res["per_row"]["rows_per_second"], 1),
               "whole_job_vs_anchor": round(j["job_rows_per_second"] / a, 3)}
-    if "anchor_keras" in res:
-        ratios["anchor_vs_anchor_keras"] = round(a / res["anchor_keras"]["rows_per_second"], 3)
+    for other in ("xla", "keras"):
+        if f"anchor_{other}" in res:
+            ratios[f"anchor_vs_anchor_{other}"] = round(a / res[f"anchor_{other}"]["rows_per_second"], 3)
     if "baseline" in res:
         ratios["whole_job_vs_baseline"] = round(j["job_rows_per_second"] / res["baseline"]["job_rows_per_second"], 3)
         ratios["whole_job_vs_baseline_with_properties"] = round(

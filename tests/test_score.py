@@ -147,6 +147,15 @@ def test_real_scoring_is_idempotent_per_date_and_evaluates(spark, data, run, tmp
     assert (b[C.PREDICTED_LABEL] == (b[C.PROBABILITY] >= 0.5).astype(int)).all()
     assert set(b[C.MODEL_RUN]) == {"r1"} and set(b[C.VOCAB_FINGERPRINT]) == {run[1]["vocab_fingerprint"]}
     assert (tmp_path / "scores" / "run_date=2026-02-02" / "_SUCCESS").is_file()
+    # a few hundred KB per core: auto picks onnx; the xla workers give the same probabilities
+    assert first["engine"] == "onnx" and first["engine_reason"].startswith("auto: input 0.")
+    assert first["engine_reason"].endswith(" MiB per core, at most 32.0 MiB")
+    xla = S.score(spark, reviews, str(run[0]), out, "2026-02-03", small_conf(data["conf"], "score.engine=xla"),
+                  splits=[C.VAL])
+    assert (xla["engine"], xla["engine_reason"]) == ("xla", None)
+    c = spark.read.parquet(f"{out}/run_date=2026-02-03").toPandas().sort_values(C.REVIEW_ID, ignore_index=True)
+    assert c[C.REVIEW_ID].equals(b[C.REVIEW_ID])
+    np.testing.assert_allclose(c[C.PROBABILITY].to_numpy(), b[C.PROBABILITY].to_numpy(), rtol=0, atol=1e-6)
     # the same probabilities as the raw-string serving model, and the trainer's val accuracy
     texts = data["texts"][N_TRAIN:]
     loaded = load_serving(run[0] / C.RUN_SERVING)  # keep a reference: its functions use its variables
@@ -249,6 +258,7 @@ def _cropped_vs_full(run_dir, texts):
     assert a.index.equals(texts.index) and b.index.equals(texts.index)  # row order kept
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
     _xla_as_keras(run, texts, b)
+    _onnx_as_keras(run, texts, b)
     return cropped.model.widths, run.maxlen
 
 
@@ -259,6 +269,20 @@ def _xla_as_keras(run, texts, want):
     xla = S.KerasPredictor(run, 0, engine="xla", batch_size=16)
     assert xla.engine == "xla"
     got = pd.concat(list(S.predict_batches(iter([texts]), xla, 16)))[C.PROBABILITY]
+    assert got.index.equals(texts.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=1e-6)
+
+
+def _onnx_as_keras(run, texts, want):
+    """score.engine=onnx (the model.onnx the trainer wrote) gives Keras's probabilities, in row order."""
+    import pandas as pd
+
+    from reviewpipe import onnxmodel
+
+    assert onnxmodel.made_from(f"{run.path}/{C.RUN_ONNX}") == onnxmodel.file_sha256(f"{run.path}/{C.RUN_MODEL}")
+    onnx = S.OnnxPredictor(run, 1)
+    assert onnx.engine == "onnx" and onnx.classifier.masked == run.masked
+    got = pd.concat(list(S.predict_batches(iter([texts]), onnx, 16)))[C.PROBABILITY]
     assert got.index.equals(texts.index)
     np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=1e-6)
 
@@ -287,7 +311,63 @@ def test_length_aware_inference_gives_the_same_probabilities(spark, data, run, t
     raw = S.check_run(str(tmp_path / "runs" / "raw"))
     full = S.KerasPredictor(raw, 0)
     assert not full.crop
-    _xla_as_keras(raw, texts, pd.concat(list(S.predict_batches(iter([texts]), full, 16)))[C.PROBABILITY])
+    want = pd.concat(list(S.predict_batches(iter([texts]), full, 16)))[C.PROBABILITY]
+    _xla_as_keras(raw, texts, want)
+    _onnx_as_keras(raw, texts, want)
+
+
+@pytest.mark.integration
+def test_the_engine_is_chosen_on_the_driver_and_model_onnx_made_when_missing(run, tmp_path, monkeypatch):
+    import shutil
+
+    from reviewpipe import fused, onnxmodel
+
+    shutil.copytree(run[0], tmp_path / "run")
+    r = S.check_run(str(tmp_path / "run"))
+    path, mib = tmp_path / "run" / C.RUN_ONNX, 2**20
+    assert S.resolve_engine(r, "auto", 3 * mib, 2, mib) == ("xla", "auto: input 1.5 MiB per core, over 1.0 MiB")
+    assert S.resolve_engine(r, "auto", None, 2, mib) == ("xla", "auto: input of unknown size")
+    assert S.resolve_engine(r, "keras", 10, 2, mib) == ("keras", "")
+    path.unlink()
+    assert S.resolve_engine(r, "auto", 2 * mib, 2, mib) == ("onnx", "auto: input 1.0 MiB per core, at most 1.0 MiB")
+    digest = onnxmodel.file_sha256(tmp_path / "run" / C.RUN_MODEL)
+    assert onnxmodel.made_from(path) == digest  # made from the run's model.keras
+    path.write_bytes(b"not a model")  # a damaged or foreign file is made again
+    assert S.resolve_engine(r, "onnx") == ("onnx", "") and onnxmodel.made_from(path) == digest
+    made = path.stat().st_mtime_ns
+    assert S.resolve_engine(r, "onnx") == ("onnx", "") and path.stat().st_mtime_ns == made  # up to date: kept
+
+    path.unlink()
+    monkeypatch.setattr(onnxmodel, "export", lambda *a, **k: (_ for _ in ()).throw(PermissionError("read-only")))
+    assert S.resolve_engine(r, "onnx") == ("xla", f"cannot write {C.RUN_ONNX} into the run: read-only")
+
+    monkeypatch.undo()  # export as it is, but a model the graph does not reproduce
+
+    def refuse(model):
+        raise fused.Unsupported("layer x (Conv1D)")
+    monkeypatch.setattr(fused, "describe", refuse)
+    assert S.resolve_engine(r, "onnx") == ("xla", "onnx does not reproduce layer x (Conv1D)")
+    assert not path.exists()
+
+
+ONNX_LOAD = """
+import sys
+import pyarrow as pa
+from reviewpipe import score as S
+p = S.OnnxPredictor(S.check_run(sys.argv[1]), 1)
+print(len(p(p.encode(pa.array(["a fine film", "", "dull"]))[0])), p.engine,
+      sorted(n for n in ("tensorflow", "keras", "jax", "torch") if n in sys.modules))
+"""
+
+
+@pytest.mark.integration
+def test_an_onnx_scoring_worker_never_imports_tensorflow(run):
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", ONNX_LOAD, str(run[0])], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.split("\n")[0] == "3 onnx []"
+    assert f"{S.MODEL_LOADED} " in out.stderr and "engine onnx)" in out.stderr
 
 
 LEAN_LOAD = """

@@ -202,13 +202,20 @@ class NgramConf:
 class ScoreConf:
     batch_size: int = _opt(512, min=1, doc="rows per model call inside the pandas UDF")
     arrow_batch_rows: int = _opt(2048, min=1, doc="rows per Arrow batch sent to a Python worker")
-    tf_threads: int = _opt(1, min=0, doc="TF intra-op threads per Python worker; 0 = TF's default (all cores)")
+    tf_threads: int = _opt(1, min=0, doc="inference threads per Python worker (ONNX Runtime's or TF's intra-op); "
+                                         "0 = the engine's default (all cores)")
     length_aware: bool = _opt(True, doc="sort each Arrow batch by length and crop model batches to their longest "
                                         "row (masked post-padded runs; same probabilities)")
-    engine: str = _opt("xla", choices=("xla", "keras"),
-                       doc="xla: one XLA-compiled loop over the model's weights (about 2.5x Keras's predict "
-                           "on a CPU; models it does not reproduce, and GPUs, keep Keras); keras: predict_on_batch")
-    preload: bool = _opt(True, doc="load TensorFlow and the model in the Python workers while the input is "
+    engine: str = _opt("auto", choices=("auto", "onnx", "xla", "keras"),
+                       doc="onnx: ONNX Runtime on the CPU over the run's model.onnx (made from model.keras when "
+                           "missing; the workers never import TensorFlow, a load takes ~0.2 s); xla: one "
+                           "XLA-compiled loop over the model's weights (~5 s of CPU per worker to import and "
+                           "compile, then ~1.25x onnx's rows/s; GPUs keep Keras); keras: predict_on_batch; "
+                           "auto: onnx up to score.auto_onnx_bytes of input per core, xla above.  A model onnx "
+                           "or xla does not reproduce falls back to the next (engine_reason in the summary)")
+    auto_onnx_bytes: int = _opt(33_554_432, min=0, doc="score.engine=auto: the input bytes per core (as stored) "
+                                                       "up to which onnx is used; an input of unknown size gets xla")
+    preload: bool = _opt(True, doc="load the engine and the model in the Python workers while the input is "
                                    "read (a background thread per worker), not when the first batch arrives")
     threshold: float = _opt(0.5, min=0.0, max=1.0, doc="predicted_label = probability >= threshold")
     drift_threshold: float = _opt(0.2, min=0.0, doc="score_summary.json's drift flag: a PSI of the length or "

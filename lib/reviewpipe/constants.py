@@ -79,6 +79,7 @@ MANIFEST = "_manifest.json"
 
 # --- model run folder (DESIGN: model run) ----------------------------------------------------
 RUN_MODEL = "model.keras"
+RUN_ONNX = "model.onnx"  # the same classifier for ONNX Runtime (score.engine=onnx), made from model.keras
 RUN_SERVING = "serving"
 RUN_VOCAB = "vocab"
 RUN_HISTORY = "history.csv"

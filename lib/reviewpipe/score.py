@@ -141,7 +141,58 @@ def imports_skipped(names: Sequence[str] = UNUSED_BY_KERAS_SCORING):
         sys.meta_path.remove(finder)
 
 
-class KerasPredictor:
+class Predictor:
+    """Texts -> probabilities with a run's model and vocabulary (loaded once per process):
+    the tokenizing and the length order both engines share."""
+
+    run: ModelRun
+    crop: bool
+    engine: str
+
+    def _vocabulary(self, run: ModelRun, crop: bool) -> None:
+        vocab = load_vocab(None, f"{run.path}/{C.RUN_VOCAB}")
+        self.run, self.tokens, self.spec = run, vocab.tokens, vocab.tokenizer
+        # Only a masked, post-padded model ignores the columns past a row's last token; the
+        # trainer masks exactly those (an unmasked pre-padded model reads its padding).
+        self.crop = crop and run.masked and run.padding == "post"
+
+    def _loaded(self, t0: float) -> None:
+        # one line per load in the executor's stderr: how many workers loaded the run, and how long it took
+        print(f"{MODEL_LOADED} {self.run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()}, "
+              f"engine {self.engine})", file=sys.stderr, flush=True)
+
+    def encode(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(padded ids, ids per text before truncation, words outside the vocabulary): the
+        shards' ``ids``, ``length`` and ``oov``."""
+        from reviewpipe.encode import sequences
+        from reviewpipe.tokenizer import pad_flat
+
+        values, lengths, oov = sequences(texts, self.tokens, self.spec)
+        return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating), lengths, oov
+
+    def order(self, ids: np.ndarray) -> np.ndarray | None:
+        """Rows by length, so the batches cut from them are cropped short (masked runs only)."""
+        return np.argsort(np.count_nonzero(ids, axis=1), kind="stable") if self.crop else None
+
+
+class OnnxPredictor(Predictor):
+    """The run's ``model.onnx`` with ONNX Runtime (:mod:`reviewpipe.onnxmodel`): the process
+    never imports TensorFlow, and a load takes about 0.2 s.  A masked model's batches are
+    cropped to their longest row (by :class:`reviewpipe.onnxmodel.Classifier`)."""
+
+    def __init__(self, run: ModelRun, threads: int, crop: bool = True):
+        from reviewpipe.onnxmodel import Classifier
+
+        t0 = time.perf_counter()
+        self._vocabulary(run, crop)
+        self.classifier, self.engine = Classifier(f"{run.path}/{C.RUN_ONNX}", threads), "onnx"
+        self._loaded(t0)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return self.classifier(ids)
+
+
+class KerasPredictor(Predictor):
     """Texts -> probabilities with the run's model and vocabulary (loaded once per process).
 
     ``engine="xla"`` predicts with :func:`reviewpipe.fused.compile_classifier` (one compiled
@@ -168,12 +219,8 @@ class KerasPredictor:
 
         from reviewpipe import model as _custom_layers  # noqa: F401  (registers PaddingMask, TimePooling)
 
-        vocab = load_vocab(None, f"{run.path}/{C.RUN_VOCAB}")
-        self.run, self.tokens, self.spec = run, vocab.tokens, vocab.tokenizer
+        self._vocabulary(run, crop)
         self.model = keras.models.load_model(f"{run.path}/{C.RUN_MODEL}", compile=False)
-        # Only a masked, post-padded model ignores the columns past a row's last token; the
-        # trainer masks exactly those (an unmasked pre-padded model reads its padding).
-        self.crop = crop and run.masked and run.padding == "post"
         self.fused, self.engine = None, "keras"
         if engine == "xla":
             self.fused, self.engine = self._compile(tf, batch_size)
@@ -181,9 +228,7 @@ class KerasPredictor:
             from reviewpipe.model import free_width
 
             self.model = free_width(self.model)
-        # one line per load in the executor's stderr: how many workers loaded the run, and how long it took
-        print(f"{MODEL_LOADED} {run.run_id} in {time.perf_counter() - t0:.1f} s (pid {os.getpid()}, "
-              f"engine {self.engine})", file=sys.stderr, flush=True)
+        self._loaded(t0)
 
     def _compile(self, tf, batch_size: int):
         from reviewpipe import fused
@@ -197,19 +242,6 @@ class KerasPredictor:
             return None, f"keras (xla does not reproduce {e})"
         return run, "xla"
 
-    def encode(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(padded ids, ids per text before truncation, words outside the vocabulary): the
-        shards' ``ids``, ``length`` and ``oov``."""
-        from reviewpipe.encode import sequences
-        from reviewpipe.tokenizer import pad_flat
-
-        values, lengths, oov = sequences(texts, self.tokens, self.spec)
-        return pad_flat(values, lengths, self.run.maxlen, self.run.padding, self.run.truncating), lengths, oov
-
-    def order(self, ids: np.ndarray) -> np.ndarray | None:
-        """Rows by length, so the batches cut from them are cropped short (masked runs only)."""
-        return np.argsort(np.count_nonzero(ids, axis=1), kind="stable") if self.crop else None
-
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         if self.fused is not None:  # runs to the batch's longest row by itself
             return self.fused(ids)
@@ -218,6 +250,47 @@ class KerasPredictor:
 
             ids = crop(ids)
         return np.asarray(self.model.predict_on_batch(ids), dtype=np.float64)
+
+
+def resolve_engine(run: ModelRun, engine: str, input_bytes: int | None = None, cores: int = 1,
+                   auto_onnx_bytes: int = 0) -> tuple[str, str]:
+    """(the engine the workers will use, why it is that one when ``engine`` did not say so
+    alone, or ''), on the driver before any Spark work.
+
+    ``auto`` picks ``onnx`` for an input of at most ``auto_onnx_bytes`` per core: there the
+    workers' start (a TensorFlow import and an XLA compile, ~5 s of CPU each) outweighs XLA's
+    faster loop; above it, and for an input of unknown size, ``xla``.  ``onnx`` needs the
+    run's ``model.onnx``: made here from ``model.keras`` when it is missing or stale (the
+    trainer writes it; older runs get it on their first scoring).  A model the graph does not
+    reproduce, or a run folder that cannot be written, falls back to ``xla`` (which itself
+    keeps Keras for what it does not reproduce)."""
+    why = ""
+    if engine == "auto":
+        per_core = None if input_bytes is None else input_bytes / max(1, cores)
+        engine = "onnx" if per_core is not None and per_core <= auto_onnx_bytes else "xla"
+        why = ("auto: input of unknown size" if per_core is None else
+               f"auto: input {per_core / 2**20:.1f} MiB per core, {'at most' if engine == 'onnx' else 'over'} "
+               f"{auto_onnx_bytes / 2**20:.1f} MiB")
+    if engine != "onnx":
+        return engine, why
+    from reviewpipe import fused, onnxmodel
+
+    try:
+        onnxmodel.ensure(run.path)
+    except fused.Unsupported as e:
+        return "xla", f"onnx does not reproduce {e}"
+    except OSError as e:
+        return "xla", f"cannot write {C.RUN_ONNX} into the run: {e}"
+    return "onnx", why
+
+
+def predictor_for(run: ModelRun, sc, engine: str) -> tuple[Callable[[], Predictor], tuple]:
+    """The workers' predictor factory for ``engine`` (as :func:`resolve_engine` gave it) and
+    its key in the per-process cache."""
+    key = (engine, run.path, sc.tf_threads, sc.length_aware, sc.batch_size)
+    if engine == "onnx":
+        return (lambda: OnnxPredictor(run, sc.tf_threads, sc.length_aware)), key
+    return (lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware, engine, sc.batch_size)), key
 
 
 _CACHE_LOCK = threading.Lock()
@@ -480,10 +553,14 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         phases[name] = round(now - mark[0], 2)
         mark[0] = now
 
+    fingerprint = input_fingerprint(input_path)
+    engine, engine_reason = ("custom", "") if predictor_factory is not None else resolve_engine(
+        run, sc.engine, fingerprint and fingerprint["bytes"], spark.sparkContext.defaultParallelism, sc.auto_onnx_bytes)
+    if engine_reason:
+        log.info("score.engine=%s: %s; the workers use %s", sc.engine, engine_reason, engine)
     if predictor_factory is None:  # reused across dates and jobs by the same Python worker
-        factory = lambda: KerasPredictor(run, sc.tf_threads, sc.length_aware, sc.engine, sc.batch_size)  # noqa: E731
-        key = ("keras", run.path, sc.tf_threads, sc.length_aware, sc.engine, sc.batch_size)
-        if sc.preload:  # TensorFlow and the model load in the workers while the input is read
+        factory, key = predictor_for(run, sc, engine)
+        if sc.preload:  # the engine and the model load in the workers while the input is read
             preload_on_workers(spark, key, factory)
             lap("preload")
     else:
@@ -557,13 +634,14 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         if done["watch"].get("profile") and done["watch"]["profile"]["rows"] != n_scored:
             raise ScoreError(f"drift figures over {done['watch']['profile']['rows']} rows, {n_scored} written")
         summary = {
-            "run_date": run_date, "input": str(input_path), "input_fingerprint": input_fingerprint(input_path),
+            "run_date": run_date, "input": str(input_path), "input_fingerprint": fingerprint,
             "format": in_fmt, "splits": list(splits or []),
             "rows_in": rows_in, "rows_scored": n_scored, "rows_quarantined": n_bad,
             "quarantined_by_reason": by_reason, "model_run": run.run_id, "model_path": run.path,
             "vocab_fingerprint": run.fingerprint, "maxlen": run.maxlen, "threshold": sc.threshold,
             "batch_size": sc.batch_size, "arrow_batch_rows": sc.arrow_batch_rows, "tf_threads": sc.tf_threads,
-            "length_aware": sc.length_aware, "engine": sc.engine, "preload": sc.preload,
+            "length_aware": sc.length_aware, "engine": engine, "engine_reason": engine_reason or None,
+            "preload": sc.preload,
             "scored_at": scored_at.isoformat(), "output": part,
             "score_seconds": round(score_seconds, 2),
             "rows_per_second": round(n_scored / score_seconds, 1) if score_seconds else None,

@@ -500,6 +500,17 @@ def fit(model, data: RunData, tc, run_dir: Path, state: dict, resume: bool, run_
     return time.perf_counter() - t_fit
 
 
+def export_onnx(model, run_dir: Path) -> None:
+    """``model.onnx`` beside ``model.keras``, for the scoring workers (score.engine=onnx); a
+    model the graph does not reproduce gets none, and scoring keeps TensorFlow for it."""
+    from reviewpipe import fused, onnxmodel
+
+    try:
+        onnxmodel.export(model, run_dir / C.RUN_ONNX, source=onnxmodel.file_sha256(run_dir / C.RUN_MODEL))
+    except fused.Unsupported as e:
+        log.info("no %s: %s (scoring keeps TensorFlow)", C.RUN_ONNX, e)
+
+
 def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hardware, run_dir: Path,
                state: dict, cudnn: str, fit_seconds: float) -> dict:
     """The best epoch's model, the serving model, curves, projector files and metrics.json."""
@@ -512,6 +523,7 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         model.load_weights(run_dir / C.RUN_CHECKPOINTS / "best.weights.h5")
     results = model.evaluate(data.val_ds, verbose=0, return_dict=True)
     model.save(run_dir / C.RUN_MODEL)
+    export_onnx(model, run_dir)
     export_serving(model, vocab.tokens, vocab.tokenizer, plan.maxlen, plan.padding, plan.truncating,
                    run_dir / C.RUN_SERVING)
     history = read_history(run_dir / C.RUN_HISTORY)

@@ -148,6 +148,7 @@ def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path:
     return {"master": master, "rows": rows, "wall_seconds": round(wall, 2), "job_rows_per_second": round(rows / wall, 1),
             "score_seconds": summary["seconds"], "udf_phase_seconds": summary["score_seconds"],
             "udf_phase_rows_per_second": summary["rows_per_second"], "phases": summary.get("phase_seconds"),
+            "engine": summary.get("engine"),
             "model_loads": len(loads) if loads else None, "model_load_seconds": [float(x) for x in loads]}
 
 
@@ -216,6 +217,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="job and baseline runs, alternating (medians compared)")
     ap.add_argument("--skip-cluster", action="store_true")
     args = ap.parse_args()
+    from reviewpipe import score as S
     from reviewpipe.config import load_conf
 
     conf = load_conf(ROOT / "conf" / "pipeline.toml")
@@ -226,11 +228,15 @@ def main() -> None:
         small, n_small, large, n_large = write_inputs(Path(args.csv), tmp, args.copies)
         here = zip_of(ROOT, tmp, "current")
         conf_file = ROOT / "conf" / "pipeline.toml"
-        res["anchor"] = anchor(model, small, conf, conf.score.engine)
+        # the engine the job picks for this input on local[2] (score.engine=auto: by its bytes per core)
+        engine, why = S.resolve_engine(S.check_run(model), conf.score.engine, small.stat().st_size, 2,
+                                       conf.score.auto_onnx_bytes)
+        res["job_engine"] = {"engine": engine, "reason": why}
+        res["anchor"] = anchor(model, small, conf, engine)
         print(f"anchor (direct predict, {res['anchor']['engine']}, {n_small:,} rows) "
               f"{res['anchor']['rows_per_second']:8.1f} rows/s  tokenize {res['anchor']['tokenize_seconds']} s, "
               f"predict {res['anchor']['predict_seconds']} s", flush=True)
-        for other in ("xla", "keras"):  # the other engines on the same texts, for their ratios
+        for other in ("onnx", "xla", "keras"):  # the other engines on the same texts, for their ratios
             if res["anchor"]["engine"] != other:
                 a = res[f"anchor_{other}"] = anchor(model, small, conf, other)
                 print(f"anchor (direct predict, {a['engine']}, {n_small:,} rows) {a['rows_per_second']:8.1f} "
@@ -249,7 +255,7 @@ def main() -> None:
                                        java_opts=jopts))
                 print(f"job local[2], {n_small:,} rows           {runs['job'][-1]['job_rows_per_second']:8.1f} "
                       f"rows/s whole job; UDF phase {runs['job'][-1]['udf_phase_rows_per_second']} rows/s; "
-                      f"phases {runs['job'][-1]['phases']}", flush=True)
+                      f"engine {runs['job'][-1]['engine']}; phases {runs['job'][-1]['phases']}", flush=True)
                 if args.baseline_ref:
                     # as its Makefile and setup ran it: no --properties-file (a 1g driver), PySpark
                     # and reviewpipe imported from source zips
@@ -277,7 +283,8 @@ def main() -> None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
         res["job_large"] = job(ROOT, here, conf_file, "local[2]", large, model, tmp / "s100", tmp, java_opts=jopts)
         print(f"job local[2], {n_large:,} rows          {res['job_large']['job_rows_per_second']:8.1f} rows/s whole job; "
-              f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s", flush=True)
+              f"UDF phase {res['job_large']['udf_phase_rows_per_second']} rows/s; engine {res['job_large']['engine']}",
+              flush=True)
         res["per_row"] = per_row(model, small, tmp, res["anchor"]["engine"])
         print(f"row-at-a-time UDF, {PER_ROW_SAMPLE} rows, {res['anchor']['engine']} "
               f"{res['per_row']['rows_per_second']:8.1f} rows/s "
@@ -294,7 +301,7 @@ def main() -> None:
     ratios = {"udf_phase_vs_anchor": round(j["udf_phase_rows_per_second"] / a, 3),
               "udf_phase_vs_per_row": round(j["udf_phase_rows_per_second"] / res["per_row"]["rows_per_second"], 1),
               "whole_job_vs_anchor": round(j["job_rows_per_second"] / a, 3)}
-    for other in ("xla", "keras"):
+    for other in ("onnx", "xla", "keras"):
         if f"anchor_{other}" in res:
             ratios[f"anchor_vs_anchor_{other}"] = round(a / res[f"anchor_{other}"]["rows_per_second"], 3)
     if "baseline" in res:

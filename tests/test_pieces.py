@@ -52,7 +52,7 @@ def test_pieces_give_the_records_of_the_whole_file(spark, conf, tmp_path, fmt, d
     other.write_bytes(data[:data.index(b"\n") + 1] + (b'x,positive\n' if fmt == "csv" else b'{"text": "x"}\n'))
     whole = raw_rows(spark, tmp_path, fmt, conf_with(conf, "ingest.split_bytes=0"))
     assert len(whole) > 20 and any(r[6] for r in whole)  # quarantine rows are part of it
-    for split in (9, 64):  # many pieces, and pieces that hold several records
+    for split in (24, 160):  # pieces shorter than most records (30+ pieces), and pieces of several records
         got = raw_rows(spark, tmp_path, fmt, conf_with(conf, f"ingest.split_bytes={split}"))
         assert got == whole, split
 

@@ -107,7 +107,7 @@ def test_two_workers_train_one_model_within_noise_of_one_worker(data, tmp_path):
     # only the chief wrote a run folder, and it is complete; the others' mirrors are gone
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["two"]
     assert {p.name for p in run_dir.iterdir()} == {
-        C.RUN_MODEL, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES, C.RUN_VECTORS,
+        C.RUN_MODEL, C.RUN_ONNX, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES, C.RUN_VECTORS,
         C.RUN_METADATA, C.RUN_CONF, C.RUN_META, C.RUN_TENSORBOARD}
     assert not list((tmp_path / "tmp").glob("reviewpipe-worker*"))
     meta = json.loads((run_dir / C.RUN_META).read_text())

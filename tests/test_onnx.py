@@ -71,6 +71,16 @@ def test_it_refuses_what_the_fused_loop_refuses(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_weights_past_one_onnx_file_are_refused(tmp_path, monkeypatch):
+    model = _model([])
+    weights = F.describe(model)["embedding"].nbytes + sum(w.nbytes for w in model.get_weights()[1:4])
+    monkeypatch.setattr(O, "MAX_BYTES", weights - 1)
+    with pytest.raises(F.Unsupported, match=r"GiB of weights \(one ONNX file holds at most 2 GiB\)"):
+        O.export(model, tmp_path / "big.onnx")
+    monkeypatch.setattr(O, "MAX_BYTES", weights)
+    assert O.export(model, tmp_path / "big.onnx").exists()
+
+
 def test_the_export_is_atomic_and_replaces_an_older_file(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"old")

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.integration]
 def test_training_beats_chance_and_writes_every_artifact(run, data):
     run_dir, metrics = run
     names = {p.name for p in run_dir.iterdir()}
-    assert names == {C.RUN_MODEL, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES,
+    assert names == {C.RUN_MODEL, C.RUN_ONNX, C.RUN_SERVING, C.RUN_VOCAB, C.RUN_HISTORY, C.RUN_METRICS, C.RUN_CURVES,
                      C.RUN_VECTORS, C.RUN_METADATA, C.RUN_CONF, C.RUN_META, C.RUN_TENSORBOARD}
     assert metrics["val_accuracy"] > 0.6 and metrics["val_auc"] > 0.65  # chance is 0.5 on 400 reviews
     assert metrics["train_rows"] == N_TRAIN and metrics["val_rows"] == N_VAL and metrics["epochs"] == 3

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 OPSET = 18  # ReduceMax/ReduceSum take their axes as an input from 18 on
 IDS, PROBABILITY = "ids", "probability"
 SOURCE_KEY = "source_sha256"
+MAX_BYTES = 2**31 - 2**26  # protobuf's 2 GiB message limit, less room for the graph itself
 
 
 def _gates(kind: str, a: np.ndarray) -> np.ndarray:
@@ -70,6 +71,9 @@ def to_onnx(model):
 
     plan = fused.describe(model)
     masked, pooling, layers = plan["masked"], plan["pooling"], plan["recurrent"]
+    weights = plan["embedding"].nbytes + sum(a.nbytes for r in layers for w in r.weights for a in w)
+    if weights > MAX_BYTES:
+        raise fused.Unsupported(f"{weights / 2**30:.1f} GiB of weights (one ONNX file holds at most 2 GiB)")
     inits, nodes = [], []
 
     def const(name: str, value) -> str:

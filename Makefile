@@ -235,7 +235,7 @@ bench: $(STAMP) ## benchmarks (ingest; vocab+encode at 25k/75k/300k; trainer inp
 	$(PY) bench/bench_train.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT)
 	$(PY) bench/bench_multiworker.py --shards $(SHARDS_OUT) --vocab $(VOCAB_OUT) --conf $(CONF)
 	@test -f $(BENCH_MODEL)/run.json || $(MAKE) --no-print-directory train RUN_ID=$(notdir $(BENCH_MODEL)) RUNS_DIR=$(dir $(BENCH_MODEL)) SET="$(BENCH_MODEL_SET)"
-	$(PY) bench/bench_score.py --model $(BENCH_MODEL)
+	$(PY) bench/bench_score.py --model $(BENCH_MODEL) --evaluate-reviews $(INGEST_OUT)/reviews
 
 bench-accuracy: $(STAMP) ## full CPU trainings: seed preset (anchor), default preset, Word2Vec-initialised best (~45 min)
 	@test -f $(W2V_OUT)/word2vec.json || $(MAKE) --no-print-directory pretrain

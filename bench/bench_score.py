@@ -110,7 +110,8 @@ def score_java_opts() -> str:
 
 
 def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path: Path, model: str, out: Path,
-        cwd: Path, properties: bool = True, java_opts: str = "", pyspark_zips: bool = False) -> dict:
+        cwd: Path, properties: bool = True, java_opts: str = "", pyspark_zips: bool = False,
+        extra: tuple[str, ...] = ()) -> dict:
     """jobs/score.py of ``code_root`` through spark-submit, as its Makefile launches it (the
     current one passes conf/spark-defaults.conf as --properties-file and SCORE_JAVA_OPTS); the
     whole job timed from outside.  ``pyspark_zips``: its Python processes import PySpark from
@@ -124,7 +125,7 @@ def job(code_root: Path, zip_path: Path, conf_file: Path, master: str, csv_path:
            f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'} {cds}",
            str(code_root / "jobs" / "score.py"), "--input", str(csv_path), "--model", model,
            "--output", str(out), "--run-date", "2026-01-01", "--conf", str(conf_file),
-           "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}"]  # cwd is a scratch folder
+           "--set", f"spark.defaults_file={code_root / 'conf' / 'spark-defaults.conf'}", *extra]  # cwd: scratch
     env = {**os.environ, "PYSPARK_PYTHON": str(venv / "python"), "PYSPARK_DRIVER_PYTHON": str(venv / "python")}
     env.pop(pypath.KEEP_ENV, None)
     if pyspark_zips:
@@ -194,6 +195,32 @@ def per_row(model: str, csv_path: Path, tmp: Path, engine: str) -> dict:
             "rows_per_second": round(got["rows"] / got["seconds"], 1)}
 
 
+def evaluate_vs_baseline(reviews: Path, model: str, here: Path, old: Path, old_zip: Path, conf_file: Path, tmp: Path,
+                         jopts: str, repeat: int) -> dict:
+    """make evaluate's job (the val split of a reviews table) against the baseline's, alternating;
+    the ratio of the medians and the largest difference of their probabilities."""
+    import pyarrow.parquet as pq
+
+    val = ("--splits", "val")
+    runs: dict = {"job": [], "baseline": []}
+    for i in range(max(1, repeat)):
+        runs["job"].append(job(ROOT, here, conf_file, "local[2]", reviews, model, tmp / f"eval-{i}", tmp,
+                               java_opts=jopts, extra=val))
+        runs["baseline"].append(job(old, old_zip, old / "conf" / "pipeline.toml", "local[2]", reviews, model,
+                                    tmp / f"eval-old-{i}", tmp, properties=False, pyspark_zips=True, extra=val))
+        print(f"evaluate ({runs['job'][-1]['rows']:,} val rows) {runs['job'][-1]['wall_seconds']:6.1f} s, engine "
+              f"{runs['job'][-1]['engine']}; baseline {runs['baseline'][-1]['wall_seconds']:6.1f} s", flush=True)
+    probs = [pq.read_table(tmp / name / "run_date=2026-01-01", columns=[C.REVIEW_ID, C.PROBABILITY]).to_pandas()
+             .sort_values(C.REVIEW_ID, ignore_index=True) for name in ("eval-0", "eval-old-0")]
+    if not probs[0][C.REVIEW_ID].equals(probs[1][C.REVIEW_ID]):
+        sys.exit("evaluate: the job and the baseline scored different review ids")
+    diff = (probs[0][C.PROBABILITY] - probs[1][C.PROBABILITY]).abs()
+    job_m, old_m = median_run(runs["job"]), median_run(runs["baseline"])
+    return {"job": job_m, "baseline": old_m, "ratio": round(old_m["wall_seconds"] / job_m["wall_seconds"], 3),
+            "max_probability_difference": float(diff.max()),
+            "labels_changed": int(((probs[0][C.PROBABILITY] >= 0.5) != (probs[1][C.PROBABILITY] >= 0.5)).sum())}
+
+
 def zip_of(code_root: Path, tmp: Path, name: str, compiled: bool = True) -> Path:
     """The --py-files zip as the Makefile builds it (reviewpipe.pypath.build_zip, with .pyc), or
     with sources only, as the Makefiles before it did."""
@@ -216,6 +243,9 @@ def main() -> None:
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the previous scoring job ('' skips)")
     ap.add_argument("--repeat", type=int, default=3, help="job and baseline runs, alternating (medians compared)")
     ap.add_argument("--skip-cluster", action="store_true")
+    ap.add_argument("--evaluate-reviews", default="",
+                    help="a reviews table (the main job's data/work/ingest/reviews): also time make evaluate's job, "
+                         "its val split, against the baseline, alternating --repeat times, and compare probabilities")
     args = ap.parse_args()
     from reviewpipe import score as S
     from reviewpipe.config import load_conf
@@ -264,6 +294,9 @@ def main() -> None:
                     print(f"baseline {args.baseline_ref}, {n_small:,} rows  "
                           f"{runs['baseline'][-1]['job_rows_per_second']:8.1f} rows/s whole job; UDF phase "
                           f"{runs['baseline'][-1]['udf_phase_rows_per_second']} rows/s", flush=True)
+            if args.evaluate_reviews and args.baseline_ref:
+                res["evaluate"] = evaluate_vs_baseline(Path(args.evaluate_reviews).resolve(), model, here, old,
+                                                       old_zip, conf_file, tmp, jopts, args.repeat)
             res["job"] = median_run(runs["job"])
             if args.baseline_ref:
                 res["baseline"] = median_run(runs["baseline"])
@@ -312,11 +345,16 @@ def main() -> None:
             j["job_rows_per_second"] / res["baseline_this_setup"]["job_rows_per_second"], 3)
         ratios["udf_phase_vs_baseline"] = round(j["udf_phase_rows_per_second"] /
                                                 res["baseline"]["udf_phase_rows_per_second"], 3)
+    if "evaluate" in res:
+        ratios["evaluate_vs_baseline"] = res["evaluate"]["ratio"]
+        print(f"evaluate: largest probability difference to the baseline {res['evaluate']['max_probability_difference']:.2e}, "
+              f"labels changed {res['evaluate']['labels_changed']}")
     if "cluster_1" in res:
         ratios["cluster_2_vs_1"] = round(res["cluster_2"]["job_rows_per_second"] / res["cluster_1"]["job_rows_per_second"], 3)
     res["ratios"] = ratios
     print("\nratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items())
-          + "\ntargets: udf_phase_vs_anchor >= 0.8, udf_phase_vs_per_row >= 10, whole_job_vs_baseline >= 2")
+          + "\ntargets: udf_phase_vs_anchor >= 0.8, udf_phase_vs_per_row >= 10, whole_job_vs_baseline >= 2"
+          + (", evaluate_vs_baseline >= 2" if "evaluate" in res else ""))
     write_results("score", res)
 
 

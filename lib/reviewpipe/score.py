@@ -408,13 +408,14 @@ def is_reviews_table(path: str) -> bool:
 class Input:
     """What :func:`read_input` gives the job: the records (review_id, label, text, reason,
     detail, source, ordinal, raw), the input format, the cached frames the records read (the
-    caller unpersists them), and from the pass that filled the cache, the rows in and the rows
-    that passed the checks before the duplicate check (none means nothing to score)."""
+    caller unpersists them), the rows in, and the rows that passed the checks before the
+    duplicate check (0: nothing to score; None: not counted before scoring, for a reviews
+    table, whose checks run as its rows are scored and quarantined)."""
     records: object
     fmt: str
     cached: list
     rows_in: int
-    rows_checked: int
+    rows_checked: int | None
 
 
 def _row_counts(df, keys: Sequence[str], splits: Sequence[str] | None) -> tuple[list, int, int]:
@@ -429,8 +430,12 @@ def _row_counts(df, keys: Sequence[str], splits: Sequence[str] | None) -> tuple[
 
 
 def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[str] | None) -> Input:
-    """Read and check the input (the ingest readers and checks, or a reviews table), cached
-    once; counts the rows in the pass that fills the cache."""
+    """Read and check the input (the ingest readers and checks, or a reviews table).
+
+    A raw input is parsed once into a cache, and the pass that fills it counts the rows in.
+    A reviews table is Parquet already: its rows are counted from the files' metadata (a scan
+    that reads no column), and the scoring and the quarantine read its columns themselves, so
+    no pass runs over its text before the scoring."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -449,9 +454,7 @@ def read_input(spark, path: str, fmt: str, conf: PipelineConf, splits: Sequence[
                         F.concat(nbytes.cast("string"), F.lit(f" bytes > score.max_text_bytes={max_bytes}"))))
         records = df.select(C.REVIEW_ID, C.LABEL, C.TEXT, C.SOURCE, C.ORDINAL, reason.alias("reason"),
                             detail.alias("detail"), F.col(C.TEXT).cast("binary").alias("raw"))
-        records = records.persist(StorageLevel.MEMORY_AND_DISK)  # read once: the counts fill it, the UDF reads it
-        _, rows_in, checked = _row_counts(records, (), None)
-        return Input(records, "reviews", [records], rows_in, checked)
+        return Input(records, "reviews", [], df.count(), None)
     # Every other format goes through the ingest readers and checks (one code path), with the
     # scoring size limit; nothing is carved into val.
     sconf = replace(conf, ingest=replace(conf.ingest, max_text_bytes=max_bytes))
@@ -560,14 +563,16 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         log.info("score.engine=%s: %s; the workers use %s", sc.engine, engine_reason, engine)
     if predictor_factory is None:  # reused across dates and jobs by the same Python worker
         factory, key = predictor_for(run, sc, engine)
-        if sc.preload:  # the engine and the model load in the workers while the input is read
-            preload_on_workers(spark, key, factory)
-            lap("preload")
     else:
         factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
-    got = read_input(spark, input_path, fmt, conf, splits)  # parses and counts the rows in, cached
+    # parses and counts the rows in, cached; beside it, the engine and the model load in the
+    # Python workers (one instant task per core), so the scoring tasks find them ready
+    reading = {"input": lambda: read_input(spark, input_path, fmt, conf, splits)}
+    if predictor_factory is None and sc.preload:
+        reading["preload"] = lambda: preload_on_workers(spark, key, factory)
+    got = concurrently(**reading)["input"]
     records, in_fmt, cached, rows_in = got.records, got.fmt, got.cached, got.rows_in
-    lap("parse")
+    lap("parse_and_preload")
     scored = None
     try:
         predict = make_udf(factory, key, sc.batch_size)
@@ -588,14 +593,6 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
                                F.lit(run.run_id).alias(C.MODEL_RUN), F.lit(run.fingerprint).alias(C.VOCAB_FINGERPRINT),
                                F.lit(scored_at).cast("timestamp").alias(C.SCORED_AT),
                                F.lit(run_date).alias(C.RUN_DATE))
-        t_score = time.time()
-        if got.rows_checked:  # a record that passed the checks is scored (the first of a duplicated id)
-            scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
-        else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
-            storage.delete(spark, part)
-            storage.mkdirs(spark, part)
-        score_seconds = time.time() - t_score
-        lap("score_and_write")
         excerpt = F.expr("make_valid_utf8(cast(substring(raw, 1, 240) as string))")
         bad = records.filter(F.col("reason").isNotNull()).select(
             C.SOURCE, C.REVIEW_ID, F.col(C.ORDINAL).cast("long"), F.col("reason").alias(C.REASON),
@@ -603,8 +600,24 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
         quarantine = f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}"
 
-        def quarantined() -> dict:  # written, then counted from what is on disk
-            bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
+        def write_scores() -> None:
+            if got.rows_checked != 0:  # a record that passed the checks is scored (the first of a duplicated id)
+                scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
+            else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
+                empty_partition()
+
+        def empty_partition() -> None:
+            storage.delete(spark, part)
+            storage.mkdirs(spark, part)
+
+        # the scores and the quarantine rows are written side by side (different folders,
+        # different rows of the cached records)
+        writes = concurrently(scores=write_scores,
+                              quarantine=lambda: bad.coalesce(1).write.mode("overwrite").parquet(quarantine))
+        score_seconds = writes.seconds["scores"]
+        lap("score_and_write")
+
+        def quarantined() -> dict:  # counted from what is on disk
             return dict(sorted((r[C.REASON], r["n"]) for r in spark.read.schema(f"{C.REASON} string")
                                .parquet(quarantine).groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()))
 
@@ -612,19 +625,24 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             return tuple(spark.read.schema(SCORE_SCHEMA).parquet(part)
                          .agg(F.count(F.lit(1)), F.count_distinct(C.REVIEW_ID)).first())
 
-        # The quarantine write, the read-back of the scores, the metrics and the drift figures
-        # read different data (the kept scores for the last two, no second inference): each is
-        # a short Spark job or two, mostly scheduling, so they run side by side.  Nothing is
+        # The quarantine count and the read-back of the scores (both from disk), the metrics and
+        # the drift figures read different data (the kept scores for the last two, no second
+        # inference): each is a short Spark job or two, mostly scheduling, so they run side by side.  Nothing is
         # written under _reports until the counts reconcile.
         done = concurrently(
             quarantine=quarantined, written=written,
-            metrics=lambda: evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if got.rows_checked else {"rows": 0},
-            watch=lambda: watch(scored, None if got.rows_checked else 0, run, sc.drift_threshold))
+            metrics=lambda: evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if got.rows_checked != 0 else {"rows": 0},
+            watch=lambda: watch(scored, 0 if got.rows_checked == 0 else None, run, sc.drift_threshold))
         lap("checks_and_reports")
         by_reason, (n_scored, n_ids), metrics = done["quarantine"], done["written"], done["metrics"]
+        n_bad = sum(by_reason.values())
+        if got.rows_checked is None and n_bad == rows_in and n_scored:
+            # Every row of a reviews table was quarantined (known only now): the scores write had
+            # no row to write, so what the partition holds is an earlier run's; it is emptied.
+            empty_partition()
+            n_scored = n_ids = 0
         # the reconciliation counts what was written, not what was meant to be: the rows in
         # (counted when the input was read) = the scores + the quarantine rows on disk
-        n_bad = sum(by_reason.values())
         if n_scored + n_bad != rows_in:
             raise ScoreError(f"counts do not reconcile for {run_date}: {rows_in} rows in != {n_scored} scored + "
                              f"{n_bad} quarantined")

@@ -120,4 +120,23 @@ def spark_session(conf: PipelineConf, master: str | None = None,
     try:
         yield spark
     finally:
+        stop(spark)
+
+
+def stop(spark) -> None:
+    """Stop the session.  Under spark-submit the process ends next, so only the JVM's
+    SparkContext is stopped (what ``spark.stop()`` does first): PySpark's ``stop()`` then
+    shuts its accumulator server down, a socketserver whose loop wakes every 0.5 s, and waits
+    for it, up to half a second at the end of every job for a daemon thread that the exit
+    ends anyway (docs/results.md, scoring).  Elsewhere (tests, notebooks) the session is
+    stopped in full, so another can start in the same process."""
+    if not _launched_by_spark_submit():
         spark.stop()
+        return
+    from py4j.protocol import Py4JError
+
+    sc = spark.sparkContext
+    try:
+        sc._jsc.stop()  # the JVM side: tasks, listeners, the event log, the block manager
+    except Py4JError:  # the JVM is already gone (SPARK-18523): nothing left to stop
+        log.warning("the Spark JVM did not stop cleanly (already gone?)")

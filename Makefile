@@ -70,12 +70,17 @@ $(INSTALL_STAMP): pyproject.toml | java-check
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,package]"
 	$(PY) -c "from reviewpipe import native_logs; native_logs.install(); import pyspark, tensorflow, pyarrow, pandas, numpy; print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, '| pandas', pandas.__version__)"
-	$(PY) -m reviewpipe.jvm_cds build
 	touch $@
+
+# The driver JVM's class archive (reviewpipe.jvm_cds), built again when the run that loads its
+# classes changes.
+CDS_ARCHIVE := $(VENV)/spark-cds.jsa
+$(CDS_ARCHIVE): $(INSTALL_STAMP) lib/reviewpipe/cds_workload.py lib/reviewpipe/jvm_cds.py
+	$(PY) -m reviewpipe.jvm_cds build
 
 # The venv's Python imports the installed, byte-compiled PySpark instead of the source zips
 # that spark-submit and Spark's workers put first on PYTHONPATH (reviewpipe.pypath).
-$(STAMP): $(INSTALL_STAMP) lib/reviewpipe/pypath.py
+$(STAMP): $(INSTALL_STAMP) $(CDS_ARCHIVE) lib/reviewpipe/pypath.py
 	$(PY) -m reviewpipe.pypath install
 	$(PY) -m reviewpipe.pypath check
 	touch $@

@@ -9,8 +9,9 @@ query from 3.7 s to 1.8 s.
 
 ``make setup`` builds the archive once, inside the virtual environment (it belongs to that
 environment's Spark jars and to this JDK), by running ``cds_workload.py`` under spark-submit:
-an ingest and a ``prepare`` on a few generated rows in a temporary folder, which load the
-classes real jobs load.  Nothing it writes is kept but the archive.  This module imports
+an ingest, a ``prepare`` and a scoring pass on a few generated rows in a temporary folder,
+which load the classes real jobs load (the Makefile builds it again when that run changes).
+Nothing it writes is kept but the archive.  This module imports
 nothing of the package, so ``session`` can import it.
 
 The archive is only an accelerator.  Without it (or if the JDK rejects it, for example after

@@ -600,24 +600,20 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             F.octet_length("raw").cast("long").alias(C.RAW_BYTES))
         quarantine = f"{out}/{C.SCORES_QUARANTINE}/{C.RUN_DATE}={run_date}"
 
-        def write_scores() -> None:
-            if got.rows_checked != 0:  # a record that passed the checks is scored (the first of a duplicated id)
-                scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
-            else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
-                empty_partition()
-
         def empty_partition() -> None:
             storage.delete(spark, part)
             storage.mkdirs(spark, part)
 
-        # the scores and the quarantine rows are written side by side (different folders,
-        # different rows of the cached records)
-        writes = concurrently(scores=write_scores,
-                              quarantine=lambda: bad.coalesce(1).write.mode("overwrite").parquet(quarantine))
-        score_seconds = writes.seconds["scores"]
+        t_score = time.time()
+        if got.rows_checked != 0:  # a record that passed the checks is scored (the first of a duplicated id)
+            scores.write.mode("overwrite").partitionBy(C.RUN_DATE).parquet(out)
+        else:  # nothing to score: dynamic overwrite would leave an earlier run's rows in place
+            empty_partition()
+        score_seconds = time.time() - t_score
         lap("score_and_write")
 
-        def quarantined() -> dict:  # counted from what is on disk
+        def quarantined() -> dict:  # written, then counted from what is on disk
+            bad.coalesce(1).write.mode("overwrite").parquet(quarantine)
             return dict(sorted((r[C.REASON], r["n"]) for r in spark.read.schema(f"{C.REASON} string")
                                .parquet(quarantine).groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()))
 
@@ -625,9 +621,10 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
             return tuple(spark.read.schema(SCORE_SCHEMA).parquet(part)
                          .agg(F.count(F.lit(1)), F.count_distinct(C.REVIEW_ID)).first())
 
-        # The quarantine count and the read-back of the scores (both from disk), the metrics and
-        # the drift figures read different data (the kept scores for the last two, no second
-        # inference): each is a short Spark job or two, mostly scheduling, so they run side by side.  Nothing is
+        # The quarantine write and count, the read-back of the scores, the metrics and the drift
+        # figures read different data (the kept scores for the last two, no second inference):
+        # each is a short Spark job or two, mostly scheduling, so they run side by side.  (The
+        # quarantine write beside the scores write instead took CPU from the inference phase.)  Nothing is
         # written under _reports until the counts reconcile.
         done = concurrently(
             quarantine=quarantined, written=written,

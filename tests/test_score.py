@@ -117,8 +117,8 @@ def test_duplicated_ids_across_files_are_quarantined_and_reconciled(spark, data,
 
 
 @pytest.mark.integration
-def test_a_reviews_table_is_checked_as_it_is_scored_and_a_date_quarantined_whole_is_emptied(spark, data, run,
-                                                                                             tmp_path):
+def test_a_reviews_table_is_checked_as_it_is_scored_and_a_date_quarantined_whole_is_emptied(
+        spark, data, run, tmp_path):
     """A reviews table is counted from its files' metadata and checked by the scoring and the
     quarantine passes themselves: the texts over score.max_text_bytes are quarantined, the rest
     scored; scored again on the same date with every text over the limit, the partition that
@@ -128,17 +128,20 @@ def test_a_reviews_table_is_checked_as_it_is_scored_and_a_date_quarantined_whole
     nbytes = val[C.TEXT].str.encode("utf-8").str.len()
     limit = int(nbytes.median())
     out, log = tmp_path / "out", str(tmp_path / "loads.txt")
-    s = S.score(spark, reviews, str(run[0]), str(out), "2026-04-01", small_conf(data["conf"], f"score.max_text_bytes={limit}"),
-                splits=[C.VAL], predictor_factory=lambda: SumModel(log))
+    s = S.score(spark, reviews, str(run[0]), str(out), "2026-04-01",
+                small_conf(data["conf"], f"score.max_text_bytes={limit}"), splits=[C.VAL],
+                predictor_factory=lambda: SumModel(log))
     big = set(val.loc[nbytes > limit, C.REVIEW_ID])
-    assert (s["rows_in"], s["rows_scored"], s["quarantined_by_reason"]) == (400, 400 - len(big), {C.TEXT_TOO_LARGE: len(big)})
+    assert (s["rows_in"], s["rows_scored"], s["quarantined_by_reason"]) == \
+        (400, 400 - len(big), {C.TEXT_TOO_LARGE: len(big)})
     assert 100 < len(big) < 300
     scored = spark.read.parquet(str(out / "run_date=2026-04-01")).toPandas()
     assert set(scored[C.REVIEW_ID]) == set(val[C.REVIEW_ID]) - big
     q = spark.read.parquet(str(out / C.SCORES_QUARANTINE / "run_date=2026-04-01")).toPandas()
     assert set(q[C.REVIEW_ID]) == big and (q[C.RAW_BYTES] > limit).all()
-    again = S.score(spark, reviews, str(run[0]), str(out), "2026-04-01", small_conf(data["conf"], "score.max_text_bytes=1"),
-                    splits=[C.VAL], predictor_factory=lambda: SumModel(log))
+    again = S.score(spark, reviews, str(run[0]), str(out), "2026-04-01",
+                    small_conf(data["conf"], "score.max_text_bytes=1"), splits=[C.VAL],
+                    predictor_factory=lambda: SumModel(log))
     assert (again["rows_in"], again["rows_scored"], again["quarantined_by_reason"]) == (400, 0, {C.TEXT_TOO_LARGE: 400})
     assert "metrics" not in again and (s["metrics"] or {}).get("accuracy") is not None
     assert not (out / C.SCORES_REPORTS / "run_date=2026-04-01" / C.SCORE_METRICS).exists()  # the first run's is gone

@@ -565,8 +565,9 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
         factory, key = predictor_for(run, sc, engine)
     else:
         factory, key = predictor_factory, ("custom", uuid.uuid4().hex)
-    # parses and counts the rows in, cached; beside it, the engine and the model load in the
-    # Python workers (one instant task per core), so the scoring tasks find them ready
+    # reads the input and counts its rows in (a raw input is parsed into a cache); beside it,
+    # the engine and the model load in the Python workers (one instant task per core), so the
+    # scoring tasks find them ready
     reading = {"input": lambda: read_input(spark, input_path, fmt, conf, splits)}
     if predictor_factory is None and sc.preload:
         reading["preload"] = lambda: preload_on_workers(spark, key, factory)
@@ -623,13 +624,14 @@ def score(spark, input_path: str, run_dir: str, out_dir: str, run_date: str, con
 
         # The quarantine write and count, the read-back of the scores, the metrics and the drift
         # figures read different data (the kept scores for the last two, no second inference):
-        # each is a short Spark job or two, mostly scheduling, so they run side by side.  (The
-        # quarantine write beside the scores write instead took CPU from the inference phase.)  Nothing is
+        # each is a short Spark job or two, mostly scheduling, so they run side by side (the
+        # quarantine write beside the scores write took CPU from the inference).  Nothing is
         # written under _reports until the counts reconcile.
+        nothing = got.rows_checked == 0
         done = concurrently(
             quarantine=quarantined, written=written,
-            metrics=lambda: evaluate(scored.filter(F.col(C.LABEL).isNotNull())) if got.rows_checked != 0 else {"rows": 0},
-            watch=lambda: watch(scored, 0 if got.rows_checked == 0 else None, run, sc.drift_threshold))
+            metrics=lambda: {"rows": 0} if nothing else evaluate(scored.filter(F.col(C.LABEL).isNotNull())),
+            watch=lambda: watch(scored, 0 if nothing else None, run, sc.drift_threshold))
         lap("checks_and_reports")
         by_reason, (n_scored, n_ids), metrics = done["quarantine"], done["written"], done["metrics"]
         n_bad = sum(by_reason.values())

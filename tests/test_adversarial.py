@@ -53,10 +53,22 @@ def adversarial_term(model, head, epsilon):
     return e, clean, float(A.adversarial_loss(head, IDS, e, Y, clean, tape, epsilon))
 
 
-def test_the_head_is_the_classifier_after_its_embedding():
-    model, head, _ = tiny()
+@pytest.mark.parametrize("extra", [[], ["model.wide_ngrams=2", "model.wide_hash_bits=8"]])
+def test_the_head_is_the_classifier_after_its_embedding(extra):
+    model, head, _ = tiny(*extra)
+    if extra:  # wide & deep: at any (perturbed) vectors the head adds the n-gram logit of the ids
+        bag, moved = model.get_layer("ngram_bag"), embedded(model) + 0.5
+        bag.table.assign(np.linspace(-2, 2, 256, dtype=np.float32))
+        with_ngrams, ngram_logit = head([T(IDS), moved]).numpy(), np.asarray(bag(IDS))
+        assert np.abs(ngram_logit[:3]).min() > 0.01 and ngram_logit[3, 0] == 0.0  # row 3 is empty
+        bag.table.assign(np.zeros(256, np.float32))
+        logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+        np.testing.assert_allclose(logit(with_ngrams) - logit(head([T(IDS), moved]).numpy()), ngram_logit,
+                                   rtol=0, atol=2e-5)
+        bag.table.assign(np.linspace(-2, 2, 256, dtype=np.float32))
     np.testing.assert_allclose(head([T(IDS), embedded(model)]).numpy(), model(IDS).numpy(), rtol=0, atol=1e-7)
     assert {w.path for w in head.weights} <= {w.path for w in model.weights}  # shared, not copied
+    assert ("ngram_bag" in [layer.name for layer in head.layers]) == bool(extra)
 
 
 def test_along_has_the_relative_size_and_leaves_padding_alone():

@@ -142,3 +142,39 @@ def test_a_mixed_precision_model_is_left_to_keras():
         keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(F.Unsupported, match="float16"):
         F.describe(model)
+
+
+WIDE = [(["model.wide_ngrams=3", "model.wide_hash_bits=8"], "post"),  # 256 weights: n-grams share them
+        (["model.wide_ngrams=2", "model.wide_hash_bits=12", "model.cell=gru", "model.bidirectional=true",
+          "model.pooling=mean"], "post"),
+        (["model.wide_ngrams=1", "model.mask=off"], "pre")]
+
+
+def _wide(overrides, padding):
+    """A wide & deep model whose n-gram weights are not zero (as they start), and its output
+    with them zeroed: the deep half alone."""
+    model = _model(overrides, padding)
+    bag = model.get_layer("ngram_bag")
+    deep_only = np.asarray(model.predict_on_batch(_ids(padding)), np.float64).reshape(-1)
+    bag.table.assign(np.random.default_rng(11).normal(0, 1.5, bag.buckets).astype(np.float32))
+    return model, deep_only
+
+
+@pytest.mark.parametrize("overrides,padding", WIDE)
+def test_wide_and_deep_models_give_keras_probabilities(overrides, padding):
+    (model, deep_only), ids = _wide(overrides, padding), _ids(padding)
+    plan = F.describe(model)
+    assert plan["wide"][:2] == (model.get_layer("ngram_bag").orders, model.get_layer("ngram_bag").buckets)
+    want = np.asarray(model.predict_on_batch(ids), np.float64).reshape(-1)
+    np.testing.assert_allclose(_fused(model, ids), want, atol=2e-6, rtol=0)
+    nonempty = ids.any(axis=1)
+    assert np.abs(want - deep_only)[nonempty].min() > 1e-3  # the n-grams move every non-empty row
+    np.testing.assert_allclose(want[~nonempty], deep_only[~nonempty], atol=1e-7, rtol=0)
+
+
+def test_a_linear_output_without_the_ngram_bag_is_refused():
+    ids = keras.Input((MAXLEN,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB, 4)(ids)
+    linear = keras.Model(ids, keras.layers.Dense(1)(keras.layers.LSTM(3)(x)))
+    with pytest.raises(F.Unsupported, match="nor its wide & deep form"):
+        F.describe(linear)

@@ -262,3 +262,83 @@ def test_a_masked_model_has_the_same_loss_and_gradients_on_a_batch_cropped_to_it
     assert cropped[0] == pytest.approx(full[0], abs=1e-6)
     for a, b in zip(full[1], cropped[1]):
         np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(), atol=1e-6)
+
+
+def _hash_reference(row, orders, buckets):
+    """Pure-Python ngram_hashes for one row: {(n, start): bucket} of the n-grams with no padding id."""
+    out = {}
+    for n in range(1, orders + 1):
+        for s in range(len(row)):
+            gram = row[s:s + n]
+            if len(gram) == n and all(i != 0 for i in gram):
+                h = n
+                for i in gram:
+                    h = (h * M.NGRAM_MULTIPLIER + int(i)) % buckets
+                out[(n, s)] = h
+    return out
+
+
+@pytest.mark.parametrize("orders,buckets", [(1, 97), (3, 2**20), (3, 2**26), (6, 1009)])
+def test_ngram_hashes_are_the_python_reference_and_leave_out_padding(orders, buckets):
+    ids = np.array([[29_999, 5, 5, 1, 0, 0, 0], [3, 0, 0, 0, 0, 0, 0], [0] * 7, [2, 4, 6, 8, 10, 12, 29_998]], np.int32)
+    got = [(np.asarray(h), np.asarray(v)) for h, v in M.ngram_hashes(ids, orders, buckets)]
+    assert len(got) == orders
+    for r, row in enumerate(ids.tolist()):
+        want = _hash_reference(row, orders, buckets)
+        have = {(n + 1, s): int(h[r, s]) for n, (h, v) in enumerate(got) for s in range(ids.shape[1]) if v[r, s]}
+        assert have == want
+    assert all(h.shape == ids.shape and h.dtype == np.int64 and h.min() >= 0 and h.max() < buckets for h, _ in got)
+    # row 0 has 4 unigrams, 3 bigrams and 2 trigrams; the empty row none
+    assert [int(v[0].sum()) for _, v in got][:3] == [4, 3, 2][:orders]
+    assert all(not v[2].any() for _, v in got)
+
+
+def test_the_ngram_bag_is_its_weights_sum_over_the_root_of_their_count():
+    bag = M.NgramBag(2, 50)
+    ids = np.array([[7, 8, 9, 0], [4, 0, 0, 0], [0, 0, 0, 0]], np.int32)
+    bag.build(ids.shape)
+    table = np.arange(50, dtype=np.float32) / 10 - 2.5
+    bag.table.assign(table)
+    got = np.asarray(bag(ids))
+    want = []
+    for row in ids.tolist():
+        hs = list(_hash_reference(row, 2, 50).values())
+        want.append(sum(table[h] for h in hs) / np.sqrt(max(len(hs), 1)))
+    assert got.shape == (3, 1)
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-6, atol=1e-7)
+    assert got[2, 0] == 0.0 and len(_hash_reference(ids[0].tolist(), 2, 50)) == 5
+
+
+def test_wide_and_deep_adds_the_ngram_logit_and_off_builds_the_plain_classifier():
+    plain = load_conf(None, ["model.units=4", "model.embedding_dim=4", "model.dropout=0", "model.embedding_dropout=0"])
+    wide = load_conf(None, ["model.units=4", "model.embedding_dim=4", "model.dropout=0", "model.embedding_dropout=0",
+                            "model.wide_ngrams=2", "model.wide_hash_bits=10"])
+    assert plain.model.wide_ngrams == 0
+    off = M.build_model(plain.model, M.plan(plain.model, 30, 6, "post"))
+    assert [layer.name for layer in off.layers][-2:] == ["max_over_time", "sentiment"]
+    assert off.get_layer("sentiment").activation is keras.activations.sigmoid
+    keras.utils.set_random_seed(5)
+    model = M.build_model(wide.model, M.plan(wide.model, 30, 6, "post"))
+    bag = model.get_layer("ngram_bag")
+    assert (bag.orders, bag.buckets, bag.table.shape) == (2, 1024, (1024,))
+    assert not M.cudnn_blockers(M.first_recurrent_layer(model))
+    ids = np.array([[3, 4, 5, 0, 0, 0], [9, 9, 0, 0, 0, 0]], np.int32)
+    deep_only = np.asarray(model(ids))  # the table starts at zero: the n-grams add nothing yet
+    bag.table.assign(np.random.default_rng(1).normal(size=1024).astype(np.float32))
+    x = keras.Model(model.input, model.get_layer("deep_logit").output)(ids)
+    want = 1 / (1 + np.exp(-(np.asarray(x) + np.asarray(bag(ids)))))
+    np.testing.assert_allclose(np.asarray(model(ids)), want, rtol=1e-6)
+    assert np.abs(np.asarray(model(ids)) - deep_only).min() > 1e-3
+    with pytest.raises(ConfigError, match="wide_ngrams"):
+        load_conf(None, ["model.wide_ngrams=7"])
+
+
+def test_a_wide_and_deep_model_keeps_its_ngram_weights_through_a_save(tmp_path):
+    conf = load_conf(None, ["model.units=4", "model.embedding_dim=4", "model.wide_ngrams=3", "model.wide_hash_bits=8"])
+    model = M.build_model(conf.model, M.plan(conf.model, 30, 6, "post"))
+    model.get_layer("ngram_bag").table.assign(np.linspace(-1, 1, 256, dtype=np.float32))
+    model.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    ids = np.array([[3, 4, 5, 6, 0, 0]], np.int32)
+    assert (back.get_layer("ngram_bag").orders, back.get_layer("ngram_bag").buckets) == (3, 256)
+    np.testing.assert_array_equal(np.asarray(back(ids)), np.asarray(model(ids)))

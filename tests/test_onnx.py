@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 from reviewpipe import fused as F  # noqa: E402
 from reviewpipe import onnxmodel as O  # noqa: E402
-from test_fused import MAXLEN, VOCAB, _ids, _model  # noqa: E402
+from test_fused import MAXLEN, VOCAB, WIDE, _ids, _model, _wide  # noqa: E402
 
 
 def _classifier(model, tmp_path, threads=1):
@@ -87,3 +87,15 @@ def test_the_export_is_atomic_and_replaces_an_older_file(tmp_path):
     O.export(_model([]), path)
     assert path.read_bytes()[:2] != b"ol" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert len(_classifier(_model([]), tmp_path)(_ids())) == len(_ids())
+
+
+@pytest.mark.parametrize("overrides,padding", WIDE)
+def test_wide_and_deep_models_give_keras_probabilities(overrides, padding, tmp_path):
+    (model, deep_only), ids = _wide(overrides, padding), _ids(padding)
+    run = _classifier(model, tmp_path)
+    want = np.asarray(model.predict_on_batch(ids), np.float64).reshape(-1)
+    np.testing.assert_allclose(run(ids), want, atol=2e-6, rtol=0)
+    assert np.abs(want - deep_only)[ids.any(axis=1)].min() > 1e-3
+    if padding == "post":  # cropped to the longest row: the n-grams past it were padding
+        short = ids[[1, 2, 3, 8]]
+        np.testing.assert_allclose(run(short), want[[1, 2, 3, 8]], atol=2e-6, rtol=0)

@@ -110,6 +110,9 @@ class ModelConf:
     embedding_trainable: bool = _opt(True, doc="false freezes the (pretrained) embedding")
     encoder_init: str = _opt("random", doc="random | lm:<folder written by make pretrain-lm>: embedding and "
                                            "first recurrent layer from the language model")
+    wide_ngrams: int = _opt(0, min=0, max=6, doc="> 0: wide & deep, a linear model over the ids' hashed 1..n-grams "
+                                                 "added to the LSTM/GRU's logit (reviewpipe.model.NgramBag); 0 = off")
+    wide_hash_bits: int = _opt(20, min=8, max=26, doc="2 ** wide_hash_bits n-gram weights when wide_ngrams > 0")
 
 
 @dataclass(frozen=True)

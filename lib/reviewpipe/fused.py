@@ -12,7 +12,8 @@ the same cropped batches (docs/results.md), with probabilities within 1e-6 of Ke
 
 It covers what :func:`reviewpipe.model.build_model` builds: an embedding, the optional
 padding mask, LSTM or GRU layers (stacked, bidirectional), pooling over time (last, max,
-mean, maxmean) and the sigmoid output, in float32.  Anything else (other layers or
+mean, maxmean) and the sigmoid output, or the wide & deep output (:class:`reviewpipe.model.NgramBag`'s
+n-gram logit added to the recurrent half's), in float32.  Anything else (other layers or
 activations, a mixed precision policy) gets ``None`` and a reason, and the caller keeps Keras.
 """
 
@@ -59,9 +60,10 @@ def describe(model) -> dict:
     """The model as the fused loop sees it (raises :class:`Unsupported`)."""
     from keras import activations, layers
 
-    from reviewpipe.model import PaddingMask, TimePooling
+    from reviewpipe.model import NgramBag, PaddingMask, TimePooling
 
-    plan: dict = {"masked": False, "recurrent": [], "pooling": "last"}
+    plan: dict = {"masked": False, "recurrent": [], "pooling": "last", "wide": None}
+    linear_out = added = final_sigmoid = False
     for layer in model.layers:
         policy = getattr(layer, "dtype_policy", None)
         if policy is not None and getattr(policy, "compute_dtype", "float32") != "float32":
@@ -90,17 +92,41 @@ def describe(model) -> dict:
         elif isinstance(layer, TimePooling):
             plan["pooling"] = layer.mode
         elif isinstance(layer, layers.Dense):
-            if layer.activation is not activations.sigmoid or layer.units != 1 or not layer.use_bias:
-                raise Unsupported(f"{layer.name}: not Dense(1, sigmoid)")
+            linear_out = layer.activation is activations.linear
+            if not (linear_out or layer.activation is activations.sigmoid) or layer.units != 1 or not layer.use_bias:
+                raise Unsupported(f"{layer.name}: not Dense(1, sigmoid), or Dense(1) before a wide & deep sum")
             plan["output"] = (np.asarray(layer.kernel, np.float32), np.asarray(layer.bias, np.float32))
+        elif isinstance(layer, NgramBag):  # wide & deep: the n-gram logit is added to the output's
+            plan["wide"] = (layer.orders, layer.buckets, np.asarray(layer.table, np.float32))
+        elif isinstance(layer, layers.Add):
+            added = True
+        elif isinstance(layer, layers.Activation) and layer.activation is activations.sigmoid:
+            final_sigmoid = True
         else:
             raise Unsupported(f"layer {layer.name} ({type(layer).__name__})")
     rec = plan["recurrent"]
     if "embedding" not in plan or not rec or "output" not in plan:
         raise Unsupported("not embedding -> LSTM/GRU -> Dense(1, sigmoid)")
+    if (plan["wide"] is not None, linear_out, added, final_sigmoid) not in ((False,) * 4, (True,) * 4):
+        raise Unsupported("not embedding -> LSTM/GRU -> Dense(1, sigmoid), nor its wide & deep form "
+                          "(Dense(1) + NgramBag, then a sigmoid)")
     if any(not r.sequences for r in rec[:-1]) or rec[-1].sequences != (plan["pooling"] != "last"):
         raise Unsupported("return_sequences does not match the pooling")
     return plan
+
+
+def _wide_logit(ids, orders: int, buckets: int, table):
+    """:class:`reviewpipe.model.NgramBag`'s output ``[batch, 1]`` over TensorFlow ids."""
+    import tensorflow as tf
+
+    from reviewpipe.model import ngram_hashes
+
+    total = count = 0.0
+    for h, valid in ngram_hashes(ids, orders, buckets):
+        v = tf.cast(valid, tf.float32)
+        total += tf.reduce_sum(tf.gather(table, h) * v, axis=1)
+        count += tf.reduce_sum(v, axis=1)
+    return (total / tf.sqrt(tf.maximum(count, 1.0)))[:, None]
 
 
 def _step(kind: str, w: tuple, units: int):
@@ -162,6 +188,7 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
     else:
         tables, table = None, tf.Variable(embedding, trainable=False)
     out_kernel, out_bias = (tf.constant(a) for a in plan["output"])
+    wide = plan["wide"] and (plan["wide"][0], plan["wide"][1], tf.Variable(plan["wide"][2], trainable=False))
 
     def direction(project, valid, steps, kind, w, units, reverse, keep_sequence, batch):
         step, n_states = _step(kind, w, units)
@@ -217,7 +244,10 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
             count = tf.fill([batch, 1], tf.cast(steps, tf.float32))
         mean = total / tf.maximum(count, 1.0)
         x = {"last": last, "max": biggest, "mean": mean, "maxmean": tf.concat([biggest, mean], axis=1)}[pooling]
-        return tf.reshape(tf.sigmoid(tf.matmul(x, out_kernel) + out_bias), [-1])
+        logit = tf.matmul(x, out_kernel) + out_bias
+        if wide:
+            logit += _wide_logit(ids, *wide)
+        return tf.reshape(tf.sigmoid(logit), [-1])
 
     def run(ids: np.ndarray) -> np.ndarray:
         n, width = ids.shape

@@ -87,6 +87,65 @@ class TimePooling(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+NGRAM_MULTIPLIER = 1_000_003
+
+
+def ngram_hashes(ids, orders: int, buckets: int) -> list:
+    """``[(buckets [batch, t] int64, valid [batch, t] bool)]`` for n = 1..orders: the n-gram
+    that starts at each step, hashed as ``h = n`` then ``h = (h * NGRAM_MULTIPLIER + id) %
+    buckets`` for each of its ids (int64, so no step overflows).  An n-gram that reaches a
+    padding id (0), or runs past the row's end, is not valid.  Works on any backend tensor
+    (Keras ops); reviewpipe.onnxmodel builds the same graph."""
+    ids = ops.cast(ids, "int64")
+    padded = ops.pad(ids, [[0, 0], [0, orders - 1]]) if orders > 1 else ids
+    # the k-th id of the n-gram at each step: the ids shifted left by k, as wide as the ids
+    parts = [padded[:, k:(k - (orders - 1)) or None] for k in range(orders)]
+    out = []
+    for n in range(1, orders + 1):
+        h, valid = n, None
+        for part in parts[:n]:
+            h = (h * NGRAM_MULTIPLIER + part) % buckets
+            nonpad = ops.not_equal(part, C.PAD_INDEX)
+            valid = nonpad if valid is None else ops.logical_and(valid, nonpad)
+        out.append((h, valid))
+    return out
+
+
+@keras.saving.register_keras_serializable(package="reviewpipe")
+class NgramBag(layers.Layer):
+    """A linear model over the review's word 1..``orders``-grams: the wide half of a wide &
+    deep classifier (Cheng et al. 2016), the feature set of the n-gram teacher
+    (:mod:`reviewpipe.ngram`) read from the same ids the LSTM reads.
+
+    Each n-gram is hashed into one of ``buckets`` weights (:func:`ngram_hashes`).  The output
+    ``[batch, 1]`` is the sum of a row's n-gram weights over the square root of their count (0
+    for an empty row): a linear logit whose scale grows slowly with the review's length.
+    """
+
+    def __init__(self, orders: int = 2, buckets: int = 2**20, **kwargs):
+        super().__init__(**kwargs)
+        if orders < 1 or buckets < 2:
+            raise ValueError(f"NgramBag needs orders >= 1 and buckets >= 2, got {orders} and {buckets}")
+        self.orders, self.buckets = int(orders), int(buckets)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(self.buckets,), initializer="zeros", name="table", dtype="float32")
+
+    def call(self, ids):
+        total = count = 0.0
+        for h, valid in ngram_hashes(ids, self.orders, self.buckets):
+            v = ops.cast(valid, "float32")
+            total = total + ops.sum(ops.take(self.table, h) * v, axis=1)
+            count = count + ops.sum(v, axis=1)
+        return ops.expand_dims(total / ops.sqrt(ops.maximum(count, 1.0)), -1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "orders": self.orders, "buckets": self.buckets}
+
+
 @dataclass(frozen=True)
 class ModelPlan:
     """What :func:`build_model` will build, decided before TensorFlow does any work."""
@@ -161,7 +220,15 @@ def _head(mc: ModelConf, p: ModelPlan, ids, x, layer):
         x = layer(f"{mc.pooling}_over_time", lambda: TimePooling(mc.pooling, name=f"{mc.pooling}_over_time"))(x)
     if mc.dropout:
         x = layer("output_dropout", lambda: layers.Dropout(mc.dropout, name="output_dropout"))(x)
-    return layer("sentiment", lambda: layers.Dense(1, activation="sigmoid", dtype="float32", name="sentiment"))(x)
+    if not mc.wide_ngrams:
+        return layer("sentiment", lambda: layers.Dense(1, activation="sigmoid", dtype="float32", name="sentiment"))(x)
+    # wide & deep: the recurrent half's logit plus the n-gram bag's, from the ids (never the
+    # perturbed embeddings of adversarial training), in float32
+    deep = layer("deep_logit", lambda: layers.Dense(1, dtype="float32", name="deep_logit"))(x)
+    wide = layer("ngram_bag", lambda: NgramBag(mc.wide_ngrams, 2**mc.wide_hash_bits, dtype="float32",
+                                               name="ngram_bag"))(ids)
+    logit = layer("wide_deep", lambda: layers.Add(dtype="float32", name="wide_deep"))([deep, wide])
+    return layer("sentiment", lambda: layers.Activation("sigmoid", dtype="float32", name="sentiment"))(logit)
 
 
 def _hard(y_true):

@@ -60,6 +60,44 @@ def _onnx_weights(kind: str, w: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return _gates(kind, kernel).T, _gates(kind, recurrent).T, b
 
 
+def _wide_logit(wide: tuple, const, node) -> str:
+    """:class:`reviewpipe.model.NgramBag` as ONNX nodes: the hashes of
+    :func:`reviewpipe.model.ngram_hashes` in int64, the table gathered, ``[n, 1]``."""
+    from onnx import TensorProto
+
+    from reviewpipe.model import NGRAM_MULTIPLIER
+
+    orders, buckets, table = wide
+    i64 = lambda name, v: const(name, np.array(v, np.int64))  # noqa: E731
+    ids = node("Cast", [IDS], "wide_ids", to=TensorProto.INT64)
+    if orders > 1:
+        ids = node("Pad", [ids, i64("wide_pads", [0, 0, 0, orders - 1])], "wide_padded")
+    parts = [node("Slice", [ids, i64(f"wide_from{k}", [k]), i64(f"wide_to{k}", [k - (orders - 1) or 2**62]),
+                            i64(f"wide_axis{k}", [1])], f"wide_part{k}") for k in range(orders)]
+    pad = i64("wide_pad_id", C.PAD_INDEX)
+    nonpad = [node("Not", [node("Equal", [p, pad], f"wide_is_pad{k}")], f"wide_nonpad{k}") for k, p in enumerate(parts)]
+    mult, mod = i64("wide_mult", NGRAM_MULTIPLIER), i64("wide_buckets", buckets)
+    weights = const("wide_table", table)
+    total = count = None
+    for n in range(1, orders + 1):
+        h = i64(f"wide_seed{n}", n)
+        valid = nonpad[0]
+        for k in range(n):
+            h = node("Mod", [node("Add", [node("Mul", [h, mult], f"wide_m{n}_{k}"), parts[k]], f"wide_a{n}_{k}"), mod],
+                     f"wide_h{n}_{k}")
+            if k:
+                valid = node("And", [valid, nonpad[k]], f"wide_valid{n}_{k}")
+        w = node("Where", [valid, node("Gather", [weights, h], f"wide_w{n}", axis=0), const(f"wide_zero{n}", np.float32(0))],
+                 f"wide_kept{n}")
+        s = node("ReduceSum", [w, i64(f"wide_ax{n}", [1])], f"wide_sum{n}", keepdims=1)
+        c = node("ReduceSum", [node("Cast", [valid], f"wide_valid_f{n}", to=TensorProto.FLOAT), i64(f"wide_cax{n}", [1])],
+                 f"wide_count{n}", keepdims=1)
+        total = s if total is None else node("Add", [total, s], f"wide_total{n}")
+        count = c if count is None else node("Add", [count, c], f"wide_counts{n}")
+    root = node("Sqrt", [node("Max", [count, const("wide_one", np.array([1.0], np.float32))], "wide_count_floor")], "wide_root")
+    return node("Div", [total, root], "wide_logit")
+
+
 def to_onnx(model):
     """The Keras classifier as an ``onnx.ModelProto`` (raises :class:`reviewpipe.fused.Unsupported`)."""
     import onnx
@@ -72,6 +110,7 @@ def to_onnx(model):
     plan = fused.describe(model)
     masked, pooling, layers = plan["masked"], plan["pooling"], plan["recurrent"]
     weights = plan["embedding"].nbytes + sum(a.nbytes for r in layers for w in r.weights for a in w)
+    weights += plan["wide"][2].nbytes if plan["wide"] else 0
     if weights > MAX_BYTES:
         raise fused.Unsupported(f"{weights / 2**30:.1f} GiB of weights (one ONNX file holds at most 2 GiB)")
     inits, nodes = [], []
@@ -124,6 +163,8 @@ def to_onnx(model):
         last = {"max": biggest, "mean": mean}.get(pooling) or node("Concat", [biggest, mean], "maxmean", axis=1)
     kernel, bias = plan["output"]
     logit = node("Add", [node("MatMul", [last, const("out_kernel", kernel)], "logit0"), const("out_bias", bias)], "logit")
+    if plan["wide"]:
+        logit = node("Add", [logit, _wide_logit(plan["wide"], const, node)], "wide_deep")
     node("Reshape", [node("Sigmoid", [logit], "sigmoid"), const("flat", np.array([-1], np.int64))], PROBABILITY)
     graph = h.make_graph(nodes, "reviewpipe_classifier", [h.make_tensor_value_info(IDS, TensorProto.INT32, ["n", "t"])],
                          [h.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, ["n"])], inits)

@@ -115,20 +115,6 @@ def describe(model) -> dict:
     return plan
 
 
-def _wide_logit(ids, orders: int, buckets: int, table):
-    """:class:`reviewpipe.model.NgramBag`'s output ``[batch, 1]`` over TensorFlow ids."""
-    import tensorflow as tf
-
-    from reviewpipe.model import ngram_hashes
-
-    total = count = 0.0
-    for h, valid in ngram_hashes(ids, orders, buckets):
-        v = tf.cast(valid, tf.float32)
-        total += tf.reduce_sum(tf.gather(table, h) * v, axis=1)
-        count += tf.reduce_sum(v, axis=1)
-    return (total / tf.sqrt(tf.maximum(count, 1.0)))[:, None]
-
-
 def _step(kind: str, w: tuple, units: int):
     """One time step of a Keras LSTMCell/GRUCell (implementation 2, the default), from the
     step's input projection ``x @ kernel + bias`` (GRU: ``bias[0]``), which the caller gives."""
@@ -175,6 +161,8 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
     Post-padded ids are read up to the longest row's last id; masked steps keep the state (as
     Keras's masked RNN does) and are left out of the pooling."""
     import tensorflow as tf
+
+    from reviewpipe.model import ngram_logit
 
     plan = describe(model)
     masked, pooling, layers = plan["masked"], plan["pooling"], plan["recurrent"]
@@ -246,7 +234,7 @@ def compile_classifier(model, maxlen: int, batch_size: int) -> Callable[[np.ndar
         x = {"last": last, "max": biggest, "mean": mean, "maxmean": tf.concat([biggest, mean], axis=1)}[pooling]
         logit = tf.matmul(x, out_kernel) + out_bias
         if wide:
-            logit += _wide_logit(ids, *wide)
+            logit += ngram_logit(ids, *wide)
         return tf.reshape(tf.sigmoid(logit), [-1])
 
     def run(ids: np.ndarray) -> np.ndarray:

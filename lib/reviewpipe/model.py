@@ -111,6 +111,17 @@ def ngram_hashes(ids, orders: int, buckets: int) -> list:
     return out
 
 
+def ngram_logit(ids, orders: int, buckets: int, table):
+    """``[batch, 1]``: the sum of the table's weights at a row's n-gram hashes over the square
+    root of their count (0 for an empty row); :class:`NgramBag`'s output, and the XLA loop's."""
+    total = count = 0.0
+    for h, valid in ngram_hashes(ids, orders, buckets):
+        v = ops.cast(valid, "float32")
+        total = total + ops.sum(ops.take(table, h) * v, axis=1)
+        count = count + ops.sum(v, axis=1)
+    return ops.expand_dims(total / ops.sqrt(ops.maximum(count, 1.0)), -1)
+
+
 @keras.saving.register_keras_serializable(package="reviewpipe")
 class NgramBag(layers.Layer):
     """A linear model over the review's word 1..``orders``-grams: the wide half of a wide &
@@ -132,12 +143,7 @@ class NgramBag(layers.Layer):
         self.table = self.add_weight(shape=(self.buckets,), initializer="zeros", name="table", dtype="float32")
 
     def call(self, ids):
-        total = count = 0.0
-        for h, valid in ngram_hashes(ids, self.orders, self.buckets):
-            v = ops.cast(valid, "float32")
-            total = total + ops.sum(ops.take(self.table, h) * v, axis=1)
-            count = count + ops.sum(v, axis=1)
-        return ops.expand_dims(total / ops.sqrt(ops.maximum(count, 1.0)), -1)
+        return ngram_logit(ids, self.orders, self.buckets, self.table)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)

@@ -42,6 +42,9 @@ def test_parse_override_reads_toml_then_falls_back_to_string():
     ("lm.splits=unsup,val", "lm.splits: ['unsup', 'val'] must name one or more of train, unsup"),
     ("model.encoder_init=lm:", "model.encoder_init: expected random or lm:<folder>, got 'lm:'"),
     ("model.encoder_init=word2vec:x", "model.encoder_init: expected random or lm:<folder>, got 'word2vec:x'"),
+    ("model.wide_init=nb", "model.wide_init=nb and model.wide_trainable=true set the n-gram weights of a wide & "
+                           "deep model; set model.wide_ngrams > 0"),
+    ("model.wide_trainable=false", "model.wide_init=zeros and model.wide_trainable=false set the n-gram weights"),
     ("num_words=5", "--set 'num_words=5': the key must look like section.key"),
     ("vocab.num_words", "--set 'vocab.num_words': expected section.key=value"),
 ])
@@ -100,3 +103,19 @@ def test_spark_defaults_resolve_from_another_folder_or_warn(tmp_path, monkeypatc
     with caplog.at_level("WARNING"):
         assert defaults_path(load_conf(None, ["spark.defaults_file=nowhere/spark.conf"])) is None
     assert "spark.defaults_file nowhere/spark.conf not found" in caplog.text
+
+
+def test_wide_init_rules_need_a_wide_model_its_train_labels_and_a_start_to_freeze():
+    conf = load_conf(None, ["model.wide_ngrams=3", "model.wide_init=nb", "model.wide_trainable=false"])
+    assert (conf.model.wide_init, conf.model.wide_trainable, conf.model.wide_nb_c) == ("nb", False, 1000.0)
+    with pytest.raises(ConfigError, match=r"^model.wide_trainable=false with model.wide_init=zeros freezes the "
+                                          r"n-gram weights at 0; set model.wide_init=nb or model.wide_ngrams=0$"):
+        load_conf(None, ["model.wide_ngrams=3", "model.wide_trainable=false"])
+    with pytest.raises(ConfigError, match=r"^model.wide_nb_splits: \['train'\] must name one or more of "
+                                          r"train.splits \['pseudo'\] \(the wide_init=nb regression fits on "
+                                          r"training rows only\)$"):
+        load_conf(None, ["model.wide_ngrams=3", "model.wide_init=nb", "train.splits=pseudo"])
+    assert load_conf(None, ["model.wide_ngrams=3", "model.wide_init=nb", "train.splits=pseudo",
+                            "model.wide_nb_splits=pseudo"]).model.wide_nb_splits == ["pseudo"]
+    with pytest.raises(ConfigError, match="model.wide_nb_c: 0.0 is below the minimum"):
+        load_conf(None, ["model.wide_ngrams=3", "model.wide_init=nb", "model.wide_nb_c=0.0"])

@@ -156,3 +156,44 @@ def test_train_ngram_job_prints_its_summary_and_exits_2_on_bad_input(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().endswith("missing: no such folder (the ingest job's reviews/ output)")
     bad = subprocess.run(args[:-1] + ["ngram.splits=val"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error: ngram.splits: ['val'] must name one or more of train, unsup" in bad.stderr
+
+
+def test_bag_features_are_what_the_ngram_bag_weighs():
+    from reviewpipe.model import NgramBag
+    from reviewpipe.ngram import bag_features
+
+    ids = np.array([[7, 8, 7, 8, 0, 0], [4, 0, 0, 0, 0, 0], [0] * 6, [9, 9, 9, 9, 9, 9]], np.int32)
+    x = bag_features(ids, 2, 64, batch_rows=3)  # two batches
+    assert x.shape == (4, 64) and x.dtype == np.float32
+    # row 0: unigrams 7, 8, 7, 8 and bigrams (7 8), (8 7), (7 8): 7 n-grams, each hash counted, over sqrt(7)
+    assert sorted(np.round(x[0].data * np.sqrt(7), 5).tolist()) == [1.0, 2.0, 2.0, 2.0]
+    assert x[2].nnz == 0 and np.allclose(x[1].data, [1.0]) and np.allclose(sorted(x[3].data * np.sqrt(11)), [5.0, 6.0])
+    bag = NgramBag(2, 64)
+    bag.build(ids.shape)
+    table = np.random.default_rng(3).normal(size=64).astype(np.float32)
+    bag.table.assign(table)
+    np.testing.assert_allclose(np.asarray(bag(ids))[:, 0], x @ table, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_bag_gives_the_bag_the_regression_and_refuses_one_label():
+    from reviewpipe.model import NgramBag
+    from reviewpipe.ngram import NgramError, bag_features, fit_bag
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(10, 40, size=(60, 8)).astype(np.int32)
+    labels = np.array([0.9, 0.1] * 30, np.float32)  # soft targets are cut at 0.5
+    ids[labels >= 0.5, 0], ids[labels < 0.5, 0] = 5, 6  # id 5 opens every positive row, 6 every negative one
+    ids[::7, 6:] = 0  # some rows are shorter
+    weights, bias = fit_bag(ids, labels, 1, 128, 10.0)
+    assert weights.shape == (128,) and weights.dtype == np.float32 and isinstance(bias, float)
+    bag = NgramBag(1, 128)
+    bag.build(ids.shape)
+    bag.table.assign(weights)
+    logit = np.asarray(bag(ids))[:, 0] + bias
+    assert ((logit >= 0) == (labels >= 0.5)).all()
+    h5, h6 = (((1 * 1_000_003 + i) % 128) for i in (5, 6))
+    assert weights[h5] > 0 > weights[h6] and weights[h5] == weights.max() and weights[h6] == weights.min()
+    seen = np.asarray((bag_features(ids, 1, 128) != 0).sum(axis=0)).ravel() > 0
+    assert not weights[~seen].any()  # a bucket no training row has weighs 0
+    with pytest.raises(NgramError, match=r"^model.wide_init=nb needs both labels among the training rows, got \[1\]$"):
+        fit_bag(ids, np.ones(60, np.float32), 1, 128, 10.0)

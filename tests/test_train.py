@@ -197,3 +197,38 @@ def test_tensorboard_events_and_projector_config(run):
                 "validation/epoch_accuracy", "validation/epoch_auc"):
         assert steps[tag] == [0, 1, 2], tag
 
+
+
+def test_wide_init_nb_starts_the_bag_from_the_train_labels_and_frozen_keeps_it(data):
+    import keras
+
+    from reviewpipe import shards
+    from reviewpipe.ngram import bag_features, fit_bag
+    from reviewpipe.train import train
+
+    root = data["root"]
+    conf = small_conf(data["conf"], "train.epochs=1", "model.wide_ngrams=2", "model.wide_hash_bits=12",
+                      "model.wide_init=nb", "model.wide_nb_c=10.0", "model.wide_trainable=false")
+    metrics = train(str(root / "shards"), str(root / "vocab"), str(root / "runs"), conf, run_id="r-wide-nb", verbose=0)
+    manifest = shards.load_manifest(root / "shards")
+
+    def rows(split):
+        files = shards.split_files(root / "shards", manifest, split)
+        parts = [shards.read_row_group(f, g, manifest["maxlen"], crop_to=120, padding=manifest["padding"],
+                                       truncating=manifest["truncating"])  # as the model reads them
+                 for f, n in zip(files, shards.row_groups(files)) for g in range(n)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    (ids, labels), (val_ids, val_labels) = rows(C.TRAIN), rows(C.VAL)
+    weights, bias = fit_bag(ids, labels, 2, 4096, 10.0)  # the train split's labels only, never val
+    model = keras.saving.load_model(root / "runs" / "r-wide-nb" / C.RUN_MODEL)
+    bag = model.get_layer("ngram_bag")
+    assert not bag.trainable and (bag.orders, bag.buckets) == (2, 4096)
+    np.testing.assert_array_equal(np.asarray(bag.table), weights)  # frozen through the epoch
+    linear = float(((bag_features(val_ids, 2, 4096) @ weights + bias >= 0) == (val_labels >= 0.5)).mean())
+    wide = metrics["wide"]
+    assert (wide["source"], wide["ngrams"], wide["hash_bits"], wide["c"], wide["trainable"], wide["splits"]) == \
+        ("nb", 2, 12, 10.0, False, [C.TRAIN])
+    assert wide["rows"] == N_TRAIN and wide["linear_val_accuracy"] == round(linear, 5) and linear > 0.6
+    assert wide["nonzero_weights"] == int(np.count_nonzero(weights))
+    assert metrics["val_accuracy"] > 0.6

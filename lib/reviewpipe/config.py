@@ -113,6 +113,14 @@ class ModelConf:
     wide_ngrams: int = _opt(0, min=0, max=6, doc="> 0: wide & deep, a linear model over the ids' hashed 1..n-grams "
                                                  "added to the LSTM/GRU's logit (reviewpipe.model.NgramBag); 0 = off")
     wide_hash_bits: int = _opt(20, min=8, max=26, doc="2 ** wide_hash_bits n-gram weights when wide_ngrams > 0")
+    wide_init: str = _opt("zeros", choices=("zeros", "nb"),
+                          doc="the n-gram weights' start: zeros, or nb = an NB-weighted logistic regression "
+                              "fitted on the training rows' n-grams before training (reviewpipe.ngram.fit_bag)")
+    wide_nb_c: float = _opt(1000.0, min=1e-6, doc="inverse L2 strength of the wide_init=nb regression")
+    wide_nb_splits: list = _opt(["train"], doc="the train.splits whose labels (soft targets cut at 0.5) fit the "
+                                               "wide_init=nb regression; the others stay out of its sample")
+    wide_trainable: bool = _opt(True, doc="false freezes the n-gram weights (with wide_init=nb: the LSTM/GRU "
+                                          "learns what the linear model misses)")
 
 
 @dataclass(frozen=True)
@@ -344,6 +352,17 @@ def _validate(conf: PipelineConf) -> None:
     init = conf.model.embedding_init
     if init != "random" and not (init.startswith("word2vec:") and len(init) > len("word2vec:")):
         raise ConfigError(f"model.embedding_init: expected random or word2vec:<folder>, got {init!r}")
+    mc = conf.model
+    if not mc.wide_ngrams and (mc.wide_init != "zeros" or not mc.wide_trainable):
+        raise ConfigError(f"model.wide_init={mc.wide_init} and model.wide_trainable={str(mc.wide_trainable).lower()} "
+                          f"set the n-gram weights of a wide & deep model; set model.wide_ngrams > 0")
+    outside = [s for s in mc.wide_nb_splits if s not in conf.train.splits]
+    if mc.wide_init == "nb" and (outside or not mc.wide_nb_splits):
+        raise ConfigError(f"model.wide_nb_splits: {list(mc.wide_nb_splits)!r} must name one or more of train.splits "
+                          f"{list(conf.train.splits)!r} (the wide_init=nb regression fits on training rows only)")
+    if mc.wide_init == "zeros" and not mc.wide_trainable:
+        raise ConfigError("model.wide_trainable=false with model.wide_init=zeros freezes the n-gram weights at 0; "
+                          "set model.wide_init=nb or model.wide_ngrams=0")
     init = conf.model.encoder_init
     if init != "random" and not (init.startswith("lm:") and len(init) > len("lm:")):
         raise ConfigError(f"model.encoder_init: expected random or lm:<folder>, got {init!r}")

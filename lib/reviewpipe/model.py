@@ -232,7 +232,7 @@ def _head(mc: ModelConf, p: ModelPlan, ids, x, layer):
     # perturbed embeddings of adversarial training), in float32
     deep = layer("deep_logit", lambda: layers.Dense(1, dtype="float32", name="deep_logit"))(x)
     wide = layer("ngram_bag", lambda: NgramBag(mc.wide_ngrams, 2**mc.wide_hash_bits, dtype="float32",
-                                               name="ngram_bag"))(ids)
+                                               trainable=mc.wide_trainable, name="ngram_bag"))(ids)
     logit = layer("wide_deep", lambda: layers.Add(dtype="float32", name="wide_deep"))([deep, wide])
     return layer("sentiment", lambda: layers.Activation("sigmoid", dtype="float32", name="sentiment"))(logit)
 

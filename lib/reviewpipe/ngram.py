@@ -97,6 +97,48 @@ def nb_ratio(x, y: np.ndarray, alpha: float) -> np.ndarray:
     return (np.log(pos / pos.sum()) - np.log(neg / neg.sum())).astype(np.float32)
 
 
+def bag_features(ids: np.ndarray, orders: int, buckets: int, batch_rows: int = 2048):
+    """``ids`` [n, t] as the CSR matrix [n, buckets] that :class:`reviewpipe.model.NgramBag`
+    weighs: each row's count of every n-gram hash over the square root of its n-gram count."""
+    from scipy import sparse
+
+    from reviewpipe.model import ngram_hashes
+
+    rows, cols = [], []
+    for start in range(0, len(ids), batch_rows):
+        hashed = ngram_hashes(ids[start:start + batch_rows], orders, buckets)
+        h = np.concatenate([np.asarray(b) for b, _ in hashed], axis=1)
+        r, c = np.nonzero(np.concatenate([np.asarray(v) for _, v in hashed], axis=1))
+        rows.append(r + start)
+        cols.append(h[r, c])
+    rows, cols = np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *cols])
+    x = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(ids), buckets))
+    x.sum_duplicates()
+    per_row = np.asarray(x.sum(axis=1), np.float64).ravel()
+    return sparse.diags((1 / np.sqrt(np.maximum(per_row, 1))).astype(np.float32)) @ x
+
+
+def fit_bag(ids: np.ndarray, labels: np.ndarray, orders: int, buckets: int, c: float,
+            alpha: float = 1.0) -> tuple[np.ndarray, float]:
+    """(weights [buckets] float32, bias): an NB-weighted logistic regression in the feature
+    space of :class:`reviewpipe.model.NgramBag` (``model.wide_init=nb``), so that the bag with
+    these weights plus the bias gives the regression's logit.  ``labels`` in [0, 1] are cut at
+    0.5; the log-count ratios count each row's n-grams once, as :func:`fit` does."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    y = (np.asarray(labels) >= 0.5).astype(np.int64)
+    if set(np.unique(y)) != {0, 1}:
+        raise NgramError(f"model.wide_init=nb needs both labels among the training rows, got {sorted(set(y.tolist()))}")
+    x = bag_features(ids, orders, buckets)
+    present = x.copy()
+    present.data[:] = 1
+    r = nb_ratio(present, y, alpha)
+    lr = LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=1000, random_state=0)  # same on every worker
+    lr.fit(x @ sparse.diags(r), y)
+    return (r * lr.coef_.ravel()).astype(np.float32), float(lr.intercept_[0])
+
+
 def fit(texts, labels: np.ndarray, spec: TokenizerSpec, conf: PipelineConf) -> NgramModel:
     """Fit NB-weighted logistic regression on ``texts`` with 0/1 ``labels``."""
     from scipy import sparse

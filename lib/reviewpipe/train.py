@@ -402,6 +402,8 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
                 from reviewpipe.lm import rnn_weights
 
                 M.first_recurrent_layer(model).set_weights(rnn_weights(plan.encoder))
+            if mc.wide_init == "nb":  # kept in the state, so a resumed run still reports it
+                state["wide_init"] = init_wide(model, plan, conf)
             M.compile_model(model, conf.train, data.steps)
         if hw.num_workers > 1:
             from reviewpipe.distributed import fit_keras_to_multi_worker
@@ -413,6 +415,41 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
     blockers = {layer.name: M.cudnn_blockers(layer) for layer in M.recurrent_layers(model)}
     cudnn = "possible" if not any(blockers.values()) else f"NOT possible: {blockers}"
     return model, layers, state, cudnn
+
+
+def init_wide(model, plan: RunPlan, conf: PipelineConf) -> dict:
+    """model.wide_init=nb: the n-gram bag's weights and the output bias from an NB-weighted
+    logistic regression on the labels of model.wide_nb_splits (never val), over the ids as the
+    model reads them; returns what metrics.json records of it."""
+    from reviewpipe.ngram import bag_features, fit_bag
+
+    mc, t0 = conf.model, time.perf_counter()
+    bag = model.get_layer("ngram_bag")
+
+    def rows(split):
+        files = shards.split_files(plan.shards_dir, plan.manifest, split)
+        parts = [shards.read_row_group(f, g, plan.src_len, crop_to=plan.maxlen, padding=plan.padding,
+                                       truncating=plan.truncating)
+                 for f, n in zip(files, shards.row_groups(files)) for g in range(n)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts else \
+            (np.zeros((0, plan.maxlen), np.int32), np.zeros(0, np.float32))
+
+    fitted = [rows(split) for split in mc.wide_nb_splits]
+    ids, labels = np.concatenate([f[0] for f in fitted]), np.concatenate([f[1] for f in fitted])
+    weights, bias = fit_bag(ids, labels, bag.orders, bag.buckets, mc.wide_nb_c)
+    bag.set_weights([weights])
+    deep = model.get_layer("deep_logit")
+    kernel, _ = deep.get_weights()
+    deep.set_weights([kernel, np.full((1,), bias, np.float32)])
+    val_ids, val_labels = rows(C.VAL)
+    logit = bag_features(val_ids, bag.orders, bag.buckets) @ weights + bias
+    out = {"source": "nb", "splits": list(mc.wide_nb_splits), "rows": int(len(ids)), "c": mc.wide_nb_c, "trainable": mc.wide_trainable,
+           "nonzero_weights": int(np.count_nonzero(weights)),
+           "linear_val_accuracy": round(float(((logit >= 0) == (val_labels >= 0.5)).mean()), 5),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("model.wide_init=nb: fitted on %d %s rows in %.1f s; the linear part alone: val accuracy %.4f",
+             out["rows"], "+".join(mc.wide_nb_splits), out["seconds"], out["linear_val_accuracy"])
+    return out
 
 
 def attach_adversarial(model, plan: RunPlan, conf: PipelineConf, hw: Hardware, layers) -> None:
@@ -567,6 +604,9 @@ def export_run(model, plan: RunPlan, data: RunData, conf: PipelineConf, hw: Hard
         metrics["encoder_init"] = {"source": mc.encoder_init, "lm_epochs": plan.lm_spec.get("epochs"),
                                    "lm_val_perplexity": plan.lm_spec.get("val_perplexity"),
                                    "lm_embedding_init": plan.lm_spec.get("embedding_init")}
+    if mc.wide_ngrams:
+        metrics["wide"] = {"ngrams": mc.wide_ngrams, "hash_bits": mc.wide_hash_bits,
+                           **state.get("wide_init", {"source": mc.wide_init, "trainable": mc.wide_trainable})}
     metrics["data_profile"] = data_profile(plan, tc, run_dir / C.RUN_MODEL, data.val_ds, conf.score.threshold)
     if tc.word_pairs:
         metrics["intrinsic"] = intrinsic_report(tc.word_pairs, vocab, trained, plan.pretrained, tc.seed,

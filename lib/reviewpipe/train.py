@@ -443,8 +443,8 @@ def init_wide(model, plan: RunPlan, conf: PipelineConf) -> dict:
     deep.set_weights([kernel, np.full((1,), bias, np.float32)])
     val_ids, val_labels = rows(C.VAL)
     logit = bag_features(val_ids, bag.orders, bag.buckets) @ weights + bias
-    out = {"source": "nb", "splits": list(mc.wide_nb_splits), "rows": int(len(ids)), "c": mc.wide_nb_c, "trainable": mc.wide_trainable,
-           "nonzero_weights": int(np.count_nonzero(weights)),
+    out = {"source": "nb", "splits": list(mc.wide_nb_splits), "rows": int(len(ids)), "c": mc.wide_nb_c,
+           "trainable": mc.wide_trainable, "nonzero_weights": int(np.count_nonzero(weights)),
            "linear_val_accuracy": round(float(((logit >= 0) == (val_labels >= 0.5)).mean()), 5),
            "seconds": round(time.perf_counter() - t0, 1)}
     log.info("model.wide_init=nb: fitted on %d %s rows in %.1f s; the linear part alone: val accuracy %.4f",

@@ -119,3 +119,10 @@ def test_wide_init_rules_need_a_wide_model_its_train_labels_and_a_start_to_freez
                             "model.wide_nb_splits=pseudo"]).model.wide_nb_splits == ["pseudo"]
     with pytest.raises(ConfigError, match="model.wide_nb_c: 0.0 is below the minimum"):
         load_conf(None, ["model.wide_ngrams=3", "model.wide_init=nb", "model.wide_nb_c=0.0"])
+    frozen = ["model.wide_ngrams=3", "model.wide_init=nb", "model.wide_trainable=false"]
+    assert load_conf(None, [*frozen, "model.wide_nb_folds=5"]).model.wide_nb_folds == 5
+    for folds, overrides in ((1, frozen), (5, ["model.wide_ngrams=3", "model.wide_init=nb"])):  # 1 fold; trainable
+        with pytest.raises(ConfigError, match=rf"^model.wide_nb_folds={folds} stacks a frozen regression out of "
+                                              r"fold: it needs 2 or more folds, model.wide_init=nb and "
+                                              r"model.wide_trainable=false$"):
+            load_conf(None, [*overrides, f"model.wide_nb_folds={folds}"])

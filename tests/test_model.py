@@ -342,3 +342,40 @@ def test_a_wide_and_deep_model_keeps_its_ngram_weights_through_a_save(tmp_path):
     ids = np.array([[3, 4, 5, 6, 0, 0]], np.int32)
     assert (back.get_layer("ngram_bag").orders, back.get_layer("ngram_bag").buckets) == (3, 256)
     np.testing.assert_array_equal(np.asarray(back(ids)), np.asarray(model(ids)))
+
+
+def test_fold_tables_weigh_training_calls_row_by_row_and_stay_out_of_the_saved_model(tmp_path):
+    ids = np.array([[7, 8, 9, 0], [4, 0, 0, 0], [5, 5, 0, 0], [0, 0, 0, 0]], np.int32)
+    folds = np.asarray(M.row_fold(ids, 3))
+    np.testing.assert_array_equal(folds, [24 % 3, 4 % 3, 10 % 3, 0])
+    np.testing.assert_array_equal(np.asarray(M.row_fold(ids[:, :3], 3)), folds)  # cropping padding keeps the fold
+    bag = M.NgramBag(2, 50)
+    bag.build(ids.shape)
+    rng = np.random.default_rng(2)
+    table, tables = rng.normal(size=50).astype(np.float32), rng.normal(size=(3, 50)).astype(np.float32)
+    bag.table.assign(table)
+    n_weights = len(bag.weights)
+    bag.set_fold_tables(tables)
+    assert bag.folds == 3 and len(bag.weights) == n_weights  # not a weight of the layer
+    inference, training = np.asarray(bag(ids))[:, 0], np.asarray(bag(ids, training=True))[:, 0]
+    for i, row in enumerate(ids.tolist()):
+        hs = list(_hash_reference(row, 2, 50).values())
+        root = np.sqrt(max(len(hs), 1))
+        np.testing.assert_allclose(inference[i], sum(table[h] for h in hs) / root, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(training[i], sum(tables[folds[i]][h] for h in hs) / root, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"^fold tables must be \[folds >= 2, 50\], got \(1, 50\)$"):
+        bag.set_fold_tables(tables[:1])
+    bag.set_fold_tables(None)
+    assert bag.folds == 0
+    np.testing.assert_array_equal(np.asarray(bag(ids, training=True)), np.asarray(bag(ids)))
+
+    conf = load_conf(None, ["model.units=4", "model.embedding_dim=4", "model.dropout=0", "model.embedding_dropout=0",
+                            "model.wide_ngrams=2", "model.wide_hash_bits=8"])
+    model = M.build_model(conf.model, M.plan(conf.model, 30, 4, "post"))
+    model.get_layer("ngram_bag").table.assign(np.linspace(-1, 1, 256, dtype=np.float32))
+    model.get_layer("ngram_bag").set_fold_tables(rng.normal(size=(2, 256)).astype(np.float32))
+    assert np.abs(np.asarray(model(ids[:3], training=True)) - np.asarray(model(ids[:3]))).min() > 1e-4
+    model.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    assert back.get_layer("ngram_bag").folds == 0 and len(back.weights) == len(model.weights)
+    np.testing.assert_array_equal(np.asarray(back(ids)), np.asarray(model(ids)))

@@ -197,3 +197,21 @@ def test_fit_bag_gives_the_bag_the_regression_and_refuses_one_label():
     assert not weights[~seen].any()  # a bucket no training row has weighs 0
     with pytest.raises(NgramError, match=r"^model.wide_init=nb needs both labels among the training rows, got \[1\]$"):
         fit_bag(ids, np.ones(60, np.float32), 1, 128, 10.0)
+
+
+def test_fit_fold_bags_fits_each_fold_table_without_its_rows():
+    from reviewpipe.ngram import fit_bag, fit_fold_bags
+
+    rng = np.random.default_rng(1)
+    ids = rng.integers(10, 40, size=(90, 8)).astype(np.int32)
+    labels = np.array([1.0, 0.0] * 45, np.float32)
+    ids[labels == 1, 0], ids[labels == 0, 0] = 5, 6
+    tables, biases, fold = fit_fold_bags(ids, labels, 2, 256, 10.0, 3)
+    assert tables.shape == (3, 256) and tables.dtype == np.float32 and biases.shape == (3,)
+    np.testing.assert_array_equal(fold, ids.astype(np.int64).sum(axis=1) % 3)
+    assert sorted(set(fold.tolist())) == [0, 1, 2]
+    for k in range(3):
+        w, b = fit_bag(ids[fold != k], labels[fold != k], 2, 256, 10.0)
+        np.testing.assert_array_equal(tables[k], w)
+        assert biases[k] == np.float32(b)
+    assert not np.array_equal(tables[0], tables[1])

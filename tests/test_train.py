@@ -203,12 +203,13 @@ def test_wide_init_nb_starts_the_bag_from_the_train_labels_and_frozen_keeps_it(d
     import keras
 
     from reviewpipe import shards
-    from reviewpipe.ngram import bag_features, fit_bag
-    from reviewpipe.train import train
+    from reviewpipe.ngram import bag_features, fit_bag, fit_fold_bags
+    from reviewpipe.train import init_wide, plan_run, train
 
     root = data["root"]
     conf = small_conf(data["conf"], "train.epochs=1", "model.wide_ngrams=2", "model.wide_hash_bits=12",
-                      "model.wide_init=nb", "model.wide_nb_c=10.0", "model.wide_trainable=false")
+                      "model.wide_init=nb", "model.wide_nb_c=10.0", "model.wide_trainable=false",
+                      "model.wide_nb_folds=2")
     metrics = train(str(root / "shards"), str(root / "vocab"), str(root / "runs"), conf, run_id="r-wide-nb", verbose=0)
     manifest = shards.load_manifest(root / "shards")
 
@@ -232,3 +233,16 @@ def test_wide_init_nb_starts_the_bag_from_the_train_labels_and_frozen_keeps_it(d
     assert wide["rows"] == N_TRAIN and wide["linear_val_accuracy"] == round(linear, 5) and linear > 0.6
     assert wide["nonzero_weights"] == int(np.count_nonzero(weights))
     assert metrics["val_accuracy"] > 0.6
+    # out of fold: each train row scored by the regression fitted on the other fold
+    tables, biases, fold = fit_fold_bags(ids, labels, 2, 4096, 10.0, 2)
+    x = bag_features(ids, 2, 4096)
+    oof = np.concatenate([x[fold == k] @ tables[k] + biases[k] for k in (0, 1)])
+    hit = (oof >= 0) == np.concatenate([labels[fold == k] >= 0.5 for k in (0, 1)])
+    assert (wide["folds"], wide["fold_rows"]) == (2, np.bincount(fold).tolist()) and sum(wide["fold_rows"]) == N_TRAIN
+    assert wide["out_of_fold_accuracy"] == round(float(hit.mean()), 5)
+    assert bag.folds == 0  # the saved model holds the full table only
+    # a resumed run fits the fold tables again and leaves the checkpoint's full table alone
+    assert init_wide(model, plan_run(str(root / "shards"), str(root / "vocab"), conf), conf, folds_only=True) == \
+        {k: wide[k] for k in ("folds", "fold_rows", "out_of_fold_accuracy")}
+    assert bag.folds == 2
+    np.testing.assert_array_equal(np.asarray(bag.table), weights)

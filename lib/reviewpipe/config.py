@@ -121,6 +121,9 @@ class ModelConf:
                                                "wide_init=nb regression; the others stay out of its sample")
     wide_trainable: bool = _opt(True, doc="false freezes the n-gram weights (with wide_init=nb: the LSTM/GRU "
                                           "learns what the linear model misses)")
+    wide_nb_folds: int = _opt(0, min=0, max=20, doc="> 1: out-of-fold stacking of a frozen wide_init=nb half; "
+                                                    "training weighs each row with a regression fitted without "
+                                                    "its fold, inference with the one fitted on every row; 0 = off")
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,9 @@ def _validate(conf: PipelineConf) -> None:
     if mc.wide_init == "zeros" and not mc.wide_trainable:
         raise ConfigError("model.wide_trainable=false with model.wide_init=zeros freezes the n-gram weights at 0; "
                           "set model.wide_init=nb or model.wide_ngrams=0")
+    if mc.wide_nb_folds and (mc.wide_nb_folds < 2 or mc.wide_init != "nb" or mc.wide_trainable):
+        raise ConfigError(f"model.wide_nb_folds={mc.wide_nb_folds} stacks a frozen regression out of fold: it needs "
+                          f"2 or more folds, model.wide_init=nb and model.wide_trainable=false")
     init = conf.model.encoder_init
     if init != "random" and not (init.startswith("lm:") and len(init) > len("lm:")):
         raise ConfigError(f"model.encoder_init: expected random or lm:<folder>, got {init!r}")

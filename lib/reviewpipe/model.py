@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from reviewpipe import constants as C
@@ -111,15 +112,35 @@ def ngram_hashes(ids, orders: int, buckets: int) -> list:
     return out
 
 
-def ngram_logit(ids, orders: int, buckets: int, table):
+def ngram_logit(ids, orders: int, buckets: int, table, offset=None):
     """``[batch, 1]``: the sum of the table's weights at a row's n-gram hashes over the square
-    root of their count (0 for an empty row); :class:`NgramBag`'s output, and the XLA loop's."""
+    root of their count (0 for an empty row); :class:`NgramBag`'s output, and the XLA loop's.
+    ``offset`` ``[batch, 1]`` (int64) moves each row's hashes into its own part of a longer table."""
     total = count = 0.0
     for h, valid in ngram_hashes(ids, orders, buckets):
         v = ops.cast(valid, "float32")
-        total = total + ops.sum(ops.take(table, h) * v, axis=1)
+        total = total + ops.sum(ops.take(table, h if offset is None else h + offset) * v, axis=1)
         count = count + ops.sum(v, axis=1)
     return ops.expand_dims(total / ops.sqrt(ops.maximum(count, 1.0)), -1)
+
+
+def row_fold(ids, folds: int):
+    """``[batch]`` int64: each row's out-of-fold group for ``model.wide_nb_folds``, the sum of
+    its ids modulo ``folds``.  Padding adds 0, so padding or cropping a row leaves its fold as it
+    is; identical rows share a fold.  Works on numpy arrays and tensors."""
+    return ops.mod(ops.sum(ops.cast(ids, "int64"), axis=1), folds)
+
+
+class _FoldTables:
+    """The training-only tables of :meth:`NgramBag.set_fold_tables`.  A plain holder, so that
+    neither Keras nor TensorFlow tracks the variable: it never reaches a saved model."""
+
+    def __init__(self, tables: np.ndarray):
+        import tensorflow as tf
+
+        self.folds = len(tables)
+        self.flat = tf.Variable(np.ascontiguousarray(tables, np.float32).reshape(-1), trainable=False,
+                                name="ngram_bag_fold_tables")
 
 
 @keras.saving.register_keras_serializable(package="reviewpipe")
@@ -131,6 +152,10 @@ class NgramBag(layers.Layer):
     Each n-gram is hashed into one of ``buckets`` weights (:func:`ngram_hashes`).  The output
     ``[batch, 1]`` is the sum of a row's n-gram weights over the square root of their count (0
     for an empty row): a linear logit whose scale grows slowly with the review's length.
+
+    Out-of-fold stacking (``model.wide_nb_folds``): with :meth:`set_fold_tables`, a training
+    call weighs each row with the table of its fold (:func:`row_fold`), a regression that never
+    saw that row, while inference keeps ``table``.
     """
 
     def __init__(self, orders: int = 2, buckets: int = 2**20, **kwargs):
@@ -138,11 +163,26 @@ class NgramBag(layers.Layer):
         if orders < 1 or buckets < 2:
             raise ValueError(f"NgramBag needs orders >= 1 and buckets >= 2, got {orders} and {buckets}")
         self.orders, self.buckets = int(orders), int(buckets)
+        self._folds = None
 
     def build(self, input_shape):
         self.table = self.add_weight(shape=(self.buckets,), initializer="zeros", name="table", dtype="float32")
 
-    def call(self, ids):
+    def set_fold_tables(self, tables) -> None:
+        """``tables`` [folds, buckets]: what training calls weigh row by row; ``None`` drops them.
+        They are not weights of the layer: checkpoints and saved models hold ``table`` only."""
+        if tables is not None and (np.ndim(tables) != 2 or len(tables) < 2 or np.shape(tables)[1] != self.buckets):
+            raise ValueError(f"fold tables must be [folds >= 2, {self.buckets}], got {np.shape(tables)}")
+        self._folds = None if tables is None else _FoldTables(tables)
+
+    @property
+    def folds(self) -> int:
+        return self._folds.folds if self._folds is not None else 0
+
+    def call(self, ids, training=None):
+        if training and self._folds is not None:
+            offset = ops.expand_dims(row_fold(ids, self._folds.folds) * self.buckets, -1)
+            return ngram_logit(ids, self.orders, self.buckets, self._folds.flat, offset)
         return ngram_logit(ids, self.orders, self.buckets, self.table)
 
     def compute_output_shape(self, input_shape):

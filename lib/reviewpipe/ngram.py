@@ -139,6 +139,18 @@ def fit_bag(ids: np.ndarray, labels: np.ndarray, orders: int, buckets: int, c: f
     return (r * lr.coef_.ravel()).astype(np.float32), float(lr.intercept_[0])
 
 
+def fit_fold_bags(ids: np.ndarray, labels: np.ndarray, orders: int, buckets: int, c: float,
+                  folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tables [folds, buckets] float32, biases [folds], each row's fold): table ``k`` is
+    :func:`fit_bag` on the rows outside fold ``k`` (:func:`reviewpipe.model.row_fold`), so a
+    row's fold table scores it as the full regression scores rows it never saw."""
+    from reviewpipe.model import row_fold
+
+    fold = np.asarray(row_fold(ids, folds))
+    fits = [fit_bag(ids[fold != k], labels[fold != k], orders, buckets, c) for k in range(folds)]
+    return np.stack([w for w, _ in fits]), np.array([b for _, b in fits], np.float32), fold
+
+
 def fit(texts, labels: np.ndarray, spec: TokenizerSpec, conf: PipelineConf) -> NgramModel:
     """Fit NB-weighted logistic regression on ``texts`` with 0/1 ``labels``."""
     from scipy import sparse

@@ -405,6 +405,8 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
             if mc.wide_init == "nb":  # kept in the state, so a resumed run still reports it
                 state["wide_init"] = init_wide(model, plan, conf)
             M.compile_model(model, conf.train, data.steps)
+        if resume and mc.wide_nb_folds:  # not in the checkpoint: fitted again, the same on every run
+            init_wide(model, plan, conf, folds_only=True)
         if hw.num_workers > 1:
             from reviewpipe.distributed import fit_keras_to_multi_worker
 
@@ -417,11 +419,15 @@ def make_model(plan: RunPlan, conf: PipelineConf, hw: Hardware, data: RunData, c
     return model, layers, state, cudnn
 
 
-def init_wide(model, plan: RunPlan, conf: PipelineConf) -> dict:
+def init_wide(model, plan: RunPlan, conf: PipelineConf, folds_only: bool = False) -> dict:
     """model.wide_init=nb: the n-gram bag's weights and the output bias from an NB-weighted
     logistic regression on the labels of model.wide_nb_splits (never val), over the ids as the
-    model reads them; returns what metrics.json records of it."""
-    from reviewpipe.ngram import bag_features, fit_bag
+    model reads them; returns what metrics.json records of it.
+
+    With model.wide_nb_folds, the bag also gets the training-only fold tables
+    (:func:`reviewpipe.ngram.fit_fold_bags`); ``folds_only`` fits those alone (a resumed run,
+    whose full table is in its checkpoint).  The output bias stays the full fit's."""
+    from reviewpipe.ngram import bag_features, fit_bag, fit_fold_bags
 
     mc, t0 = conf.model, time.perf_counter()
     bag = model.get_layer("ngram_bag")
@@ -436,6 +442,21 @@ def init_wide(model, plan: RunPlan, conf: PipelineConf) -> dict:
 
     fitted = [rows(split) for split in mc.wide_nb_splits]
     ids, labels = np.concatenate([f[0] for f in fitted]), np.concatenate([f[1] for f in fitted])
+    folds = {}
+    if mc.wide_nb_folds:
+        tables, biases, fold = fit_fold_bags(ids, labels, bag.orders, bag.buckets, mc.wide_nb_c, mc.wide_nb_folds)
+        bag.set_fold_tables(tables)
+        x = bag_features(ids, bag.orders, bag.buckets)
+        oof = np.zeros(len(ids))
+        for k in range(mc.wide_nb_folds):
+            oof[fold == k] = x[fold == k] @ tables[k] + biases[k]
+        folds = {"folds": mc.wide_nb_folds, "fold_rows": np.bincount(fold, minlength=mc.wide_nb_folds).tolist(),
+                 "out_of_fold_accuracy": round(float(((oof >= 0) == (labels >= 0.5)).mean()), 5)}
+        log.info("model.wide_nb_folds=%d: fold tables fitted in %.1f s; out of fold, the linear part scores %.4f "
+                 "of the rows it was fitted on", mc.wide_nb_folds, time.perf_counter() - t0,
+                 folds["out_of_fold_accuracy"])
+        if folds_only:
+            return folds
     weights, bias = fit_bag(ids, labels, bag.orders, bag.buckets, mc.wide_nb_c)
     bag.set_weights([weights])
     deep = model.get_layer("deep_logit")
@@ -446,7 +467,7 @@ def init_wide(model, plan: RunPlan, conf: PipelineConf) -> dict:
     out = {"source": "nb", "splits": list(mc.wide_nb_splits), "rows": int(len(ids)), "c": mc.wide_nb_c,
            "trainable": mc.wide_trainable, "nonzero_weights": int(np.count_nonzero(weights)),
            "linear_val_accuracy": round(float(((logit >= 0) == (val_labels >= 0.5)).mean()), 5),
-           "seconds": round(time.perf_counter() - t0, 1)}
+           **folds, "seconds": round(time.perf_counter() - t0, 1)}
     log.info("model.wide_init=nb: fitted on %d %s rows in %.1f s; the linear part alone: val accuracy %.4f",
              out["rows"], "+".join(mc.wide_nb_splits), out["seconds"], out["linear_val_accuracy"])
     return out
@@ -680,6 +701,8 @@ def train(shards_dir: str, vocab_dir: str, runs_dir: str, conf: PipelineConf, *,
     print(start_screen(run_dir, resume, state, hw, cudnn, layers, plan, data, conf, model), flush=True)
 
     fit_seconds = fit(model, data, conf.train, run_dir, state, resume, run_id, verbose)
+    if conf.model.wide_nb_folds:
+        model.get_layer("ngram_bag").set_fold_tables(None)  # training only: the exports serve the full table
     metrics = export_run(model, plan, data, conf, hw, run_dir, state, cudnn, fit_seconds)
     shutil.rmtree(ckpt)
     _write_json(run_dir / C.RUN_META, {**meta, "status": COMPLETE,
